@@ -1,0 +1,111 @@
+//! Messages a channel actor accepts, and the guards that make sure every
+//! publish gets an answer even if the channel dies before handling it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use liminal_protocol::{ErrorCode, Frame, Headers, StartPosition};
+use ractor::ActorCell;
+use tokio::sync::Semaphore;
+
+use crate::outbox::Outbox;
+
+/// Returns one in-flight publish permit to its connection's reader when
+/// dropped, whether the publish was acknowledged or failed.
+#[derive(Debug)]
+pub struct InflightPermit(Arc<Semaphore>);
+
+impl InflightPermit {
+    /// Wraps a permit the reader already took (and forgot) from `semaphore`.
+    pub fn adopt(semaphore: Arc<Semaphore>) -> InflightPermit {
+        InflightPermit(semaphore)
+    }
+}
+
+impl Drop for InflightPermit {
+    fn drop(&mut self) {
+        self.0.add_permits(1);
+    }
+}
+
+/// One message to publish.
+#[derive(Debug)]
+pub struct PublishItem {
+    pub request_id: u64,
+    pub payload: Bytes,
+    pub headers: Option<Headers>,
+    pub idempotency_key: Option<String>,
+    pub permit: InflightPermit,
+}
+
+/// Publishes from one connection to one channel, answered through `reply`.
+///
+/// If the batch is dropped with items still in it (the channel actor
+/// crashed or stopped with the batch in its mailbox), each remaining item is
+/// answered with `channel_unavailable`, so a publisher never waits forever
+/// for an ack and never mistakes a lost message for a delivered one.
+#[derive(Debug)]
+pub struct PublishBatch {
+    pub channel: String,
+    pub items: Vec<PublishItem>,
+    pub reply: Arc<Outbox>,
+}
+
+impl PublishBatch {
+    /// Takes the items out, so that dropping the batch answers nothing.
+    pub fn take_items(&mut self) -> Vec<PublishItem> {
+        std::mem::take(&mut self.items)
+    }
+}
+
+impl Drop for PublishBatch {
+    fn drop(&mut self) {
+        for item in self.items.drain(..) {
+            self.reply.push_control(Frame::error(
+                Some(item.request_id),
+                ErrorCode::ChannelUnavailable,
+                format!(
+                    "channel \"{}\" stopped before handling the publish; it was not delivered, retry it",
+                    self.channel
+                ),
+            ));
+        }
+    }
+}
+
+/// A subscriber registering with a channel, either new (with a request id
+/// to answer) or re-attaching after the channel actor was restarted.
+#[derive(Debug)]
+pub struct SubscribeRequest {
+    /// `None` when re-attaching: the client already has its `Subscribed`.
+    pub request_id: Option<u64>,
+    pub connection: ActorCell,
+    pub connection_id: u64,
+    pub subscription_id: u64,
+    pub outbox: Arc<Outbox>,
+    pub start: StartPosition,
+    pub accept_schemas: Option<Vec<String>>,
+}
+
+/// The messages of a channel actor.
+#[derive(Debug)]
+pub enum ChannelMsg {
+    Publish(PublishBatch),
+    Subscribe(SubscribeRequest),
+    /// Removes a subscription. The channel answers `Unsubscribed` through
+    /// `outbox` when `request_id` is set, after its last `Deliver` for it.
+    Unsubscribe {
+        connection_id: u64,
+        subscription_id: u64,
+        request_id: Option<u64>,
+        outbox: Arc<Outbox>,
+    },
+    /// A named consumer acknowledged everything up to `offset`.
+    Ack {
+        connection_id: u64,
+        subscription_id: u64,
+        offset: u64,
+    },
+    /// Fault injection: the channel actor panics on receipt.
+    Crash,
+}

@@ -1,0 +1,16 @@
+//! What every connection actor shares: configuration and the actors it
+//! talks to.
+
+use std::sync::Arc;
+
+use ractor::ActorRef;
+
+use crate::channels::ChannelsMsg;
+use crate::config::BrokerConfig;
+
+/// Shared, read-only context of all connections of one broker.
+#[derive(Debug)]
+pub struct ConnectionContext {
+    pub config: Arc<BrokerConfig>,
+    pub channels: ActorRef<ChannelsMsg>,
+}

@@ -1,0 +1,240 @@
+//! Channel lookups and subscription handling of the connection actor,
+//! including re-attaching subscriptions after a channel actor restart.
+
+use std::time::Duration;
+
+use liminal_protocol::{ErrorCode, Frame, StartPosition};
+use ractor::ActorRef;
+use tracing::{info, warn};
+
+use crate::channels::messages::{ChannelMsg, SubscribeRequest};
+use crate::channels::{ChannelsMsg, ResolveError};
+use crate::connections::connection::{ConnectionMsg, ConnectionState, Subscription};
+
+/// How long a connection waits for the channels supervisor to answer.
+const REGISTRY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a channel could not be reached, ready to become an `Error` frame.
+#[derive(Debug, Clone)]
+pub(crate) struct ChannelFailure {
+    code: ErrorCode,
+    message: String,
+}
+
+impl ChannelFailure {
+    pub(crate) fn frame(&self, request_id: Option<u64>) -> Frame {
+        Frame::error(request_id, self.code, self.message.clone())
+    }
+}
+
+impl From<ResolveError> for ChannelFailure {
+    fn from(error: ResolveError) -> ChannelFailure {
+        let code = match error {
+            ResolveError::Unknown(_) => ErrorCode::UnknownChannel,
+            ResolveError::Unavailable(_) => ErrorCode::ChannelUnavailable,
+        };
+        ChannelFailure {
+            code,
+            message: error.to_string(),
+        }
+    }
+}
+
+impl ConnectionState {
+    /// Returns the channel's actor from the cache or from the registry.
+    pub(crate) async fn channel_actor(&mut self, name: &str) -> Result<ActorRef<ChannelMsg>, ChannelFailure> {
+        if let Some(actor) = self.channels.get(name) {
+            return Ok(actor.clone());
+        }
+        let answer = self
+            .context
+            .channels
+            .call(
+                |reply| ChannelsMsg::Resolve {
+                    name: name.to_owned(),
+                    reply,
+                },
+                Some(REGISTRY_TIMEOUT),
+            )
+            .await;
+        match answer {
+            Ok(ractor::rpc::CallResult::Success(Ok(actor))) => {
+                self.channels.insert(name.to_owned(), actor.clone());
+                Ok(actor)
+            }
+            Ok(ractor::rpc::CallResult::Success(Err(error))) => Err(error.into()),
+            _ => Err(ChannelFailure {
+                code: ErrorCode::ChannelUnavailable,
+                message: format!("channel registry did not answer for channel \"{name}\"; retry later"),
+            }),
+        }
+    }
+
+    pub(crate) async fn subscribe(
+        &mut self,
+        myself: &ActorRef<ConnectionMsg>,
+        request_id: u64,
+        channel: String,
+        start: StartPosition,
+        accept_schemas: Option<Vec<String>>,
+    ) {
+        if let Err(message) = crate::names::validate_channel_name(&channel) {
+            self.outbox
+                .push_control(Frame::error(Some(request_id), ErrorCode::InvalidRequest, message));
+            return;
+        }
+        let limit = self.context.config.limits.max_subscriptions_per_connection;
+        if self.subscriptions.len() >= limit {
+            self.outbox.push_control(Frame::error(
+                Some(request_id),
+                ErrorCode::TooManySubscriptions,
+                format!("this connection already has {limit} subscriptions, the maximum (limits.max_subscriptions_per_connection)"),
+            ));
+            return;
+        }
+        let actor = match self.channel_actor(&channel).await {
+            Ok(actor) => actor,
+            Err(failure) => {
+                self.outbox.push_control(failure.frame(Some(request_id)));
+                return;
+            }
+        };
+        let subscription_id = self.next_subscription_id;
+        self.next_subscription_id += 1;
+        self.watch(myself, &actor, &channel);
+        let request = SubscribeRequest {
+            request_id: Some(request_id),
+            connection: myself.get_cell(),
+            connection_id: self.id,
+            subscription_id,
+            outbox: self.outbox.clone(),
+            start: start.clone(),
+            accept_schemas: accept_schemas.clone(),
+        };
+        self.subscriptions.insert(
+            subscription_id,
+            Subscription {
+                channel: channel.clone(),
+                request: start,
+                accept_schemas,
+            },
+        );
+        if actor.send_message(ChannelMsg::Subscribe(request)).is_err() {
+            // The channel died between lookup and send; the monitor event
+            // that follows re-attaches this subscription or reports it lost.
+            info!(actor = %self.path, channel, "channel stopped while subscribing; re-attach pending");
+        }
+    }
+
+    pub(crate) fn unsubscribe(&mut self, request_id: u64, subscription_id: u64) {
+        let Some(subscription) = self.subscriptions.remove(&subscription_id) else {
+            self.outbox.push_control(unknown_subscription(Some(request_id), subscription_id));
+            return;
+        };
+        let message = ChannelMsg::Unsubscribe {
+            connection_id: self.id,
+            subscription_id,
+            request_id: Some(request_id),
+            outbox: self.outbox.clone(),
+        };
+        let sent = self
+            .channels
+            .get(&subscription.channel)
+            .map(|actor| actor.send_message(message).is_ok())
+            .unwrap_or(false);
+        if !sent {
+            // The channel is gone, so no delivery can follow this answer.
+            self.outbox.push_control(Frame::Unsubscribed {
+                request_id,
+                subscription_id,
+            });
+        }
+    }
+
+    pub(crate) fn ack(&mut self, subscription_id: u64, offset: u64) {
+        let Some(subscription) = self.subscriptions.get(&subscription_id) else {
+            self.outbox.push_control(unknown_subscription(None, subscription_id));
+            return;
+        };
+        if let Some(actor) = self.channels.get(&subscription.channel) {
+            let _ = actor.send_message(ChannelMsg::Ack {
+                connection_id: self.id,
+                subscription_id,
+                offset,
+            });
+        }
+    }
+
+    /// Monitors a channel actor once, so its exit reaches this connection.
+    fn watch(&mut self, myself: &ActorRef<ConnectionMsg>, actor: &ActorRef<ChannelMsg>, channel: &str) {
+        if !self.watched.contains_key(&actor.get_id()) {
+            myself.monitor(actor.get_cell());
+            self.watched.insert(actor.get_id(), channel.to_owned());
+        }
+    }
+
+    /// Handles the exit of a channel actor this connection subscribes to:
+    /// re-registers every subscription with the restarted actor, or tells
+    /// the client with `SubscriptionLost` when the channel did not come back.
+    pub(crate) async fn reattach(&mut self, myself: &ActorRef<ConnectionMsg>, channel: &str) {
+        self.channels.remove(channel);
+        let current = self
+            .context
+            .channels
+            .call(
+                |reply| ChannelsMsg::Lookup {
+                    name: channel.to_owned(),
+                    reply,
+                },
+                Some(REGISTRY_TIMEOUT),
+            )
+            .await;
+        let actor = match current {
+            Ok(ractor::rpc::CallResult::Success(Some(actor))) if actor.get_status() == ractor::ActorStatus::Running => {
+                Some(actor)
+            }
+            _ => None,
+        };
+        let affected: Vec<u64> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, subscription)| subscription.channel == channel)
+            .map(|(id, _)| *id)
+            .collect();
+        let Some(actor) = actor else {
+            for subscription_id in affected {
+                self.subscriptions.remove(&subscription_id);
+                warn!(actor = %self.path, conn_id = self.id, channel, subscription_id, "subscription lost");
+                self.outbox.push_control(Frame::SubscriptionLost {
+                    subscription_id,
+                    reason: format!("channel \"{channel}\" stopped and was not restarted"),
+                });
+            }
+            return;
+        };
+        self.channels.insert(channel.to_owned(), actor.clone());
+        self.watch(myself, &actor, channel);
+        for subscription_id in affected {
+            let subscription = &self.subscriptions[&subscription_id];
+            let request = SubscribeRequest {
+                request_id: None,
+                connection: myself.get_cell(),
+                connection_id: self.id,
+                subscription_id,
+                outbox: self.outbox.clone(),
+                start: subscription.request.clone(),
+                accept_schemas: subscription.accept_schemas.clone(),
+            };
+            let _ = actor.send_message(ChannelMsg::Subscribe(request));
+        }
+        info!(actor = %self.path, conn_id = self.id, channel, "subscriptions re-attached to restarted channel");
+    }
+}
+
+fn unknown_subscription(request_id: Option<u64>, subscription_id: u64) -> Frame {
+    Frame::error(
+        request_id,
+        ErrorCode::UnknownSubscription,
+        format!("subscription {subscription_id} is not an active subscription of this connection"),
+    )
+}

@@ -1,0 +1,319 @@
+//! A connection's outbound queue: frames waiting for the writer task.
+//!
+//! Channel actors, conversation actors and the connection actor push frames
+//! here directly, so a delivered message reaches the socket without passing
+//! through the connection actor's mailbox. The queue is bounded in bytes:
+//! deliveries beyond the bound follow the channel's slow-consumer policy,
+//! so a subscriber that stops reading never stalls a channel or grows the
+//! server's memory without bound. Each connection has its own lock; nothing
+//! here is shared between connections.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use liminal_protocol::{ErrorCode, Frame};
+use tokio::sync::Notify;
+
+use crate::config::SlowConsumerPolicy;
+
+/// Control frames (acks, errors, replies) may use this many times the
+/// delivery bound before the connection counts as a slow consumer, because
+/// they answer the client's own requests and must not be dropped.
+const CONTROL_HEADROOM_FACTOR: usize = 4;
+
+/// The result of offering a delivery to a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// The frame is queued for the socket.
+    Accepted,
+    /// The connection is closing or closed; the frame was discarded.
+    Closed,
+}
+
+/// Counters shared with the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct OutboxStats {
+    pub dropped_messages: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Queued {
+    frame: Frame,
+    bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct OutboxState {
+    queue: VecDeque<Queued>,
+    queued_bytes: usize,
+    /// Messages dropped per subscription since the writer last reported them.
+    dropped: BTreeMap<u64, u64>,
+    /// Set once no more frames may be queued; the writer sends what is
+    /// queued, then closes the socket.
+    closing: bool,
+}
+
+/// A bounded, multi-producer queue of frames for one connection's writer.
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<OutboxState>,
+    wake: Notify,
+    max_bytes: usize,
+    stats: OutboxStats,
+}
+
+/// A rough encoded size of a frame, used for the byte bound.
+pub fn estimated_size(frame: &Frame) -> usize {
+    const OVERHEAD: usize = 48;
+    match frame {
+        Frame::Deliver {
+            payload, headers, ..
+        } => {
+            let header_bytes = headers
+                .as_ref()
+                .map(|headers| headers.iter().map(|(key, value)| key.len() + value.len() + 4).sum())
+                .unwrap_or(0);
+            OVERHEAD + payload.len() + header_bytes
+        }
+        Frame::ConversationReply { payload, .. }
+        | Frame::ConversationMessage { payload, .. }
+        | Frame::WorkerMessage { payload, .. } => OVERHEAD + payload.len(),
+        Frame::Error { message, .. } => OVERHEAD + message.len(),
+        _ => OVERHEAD,
+    }
+}
+
+impl Outbox {
+    /// Creates an empty outbox that holds at most `max_bytes` of deliveries.
+    pub fn new(max_bytes: usize) -> Outbox {
+        Outbox {
+            state: Mutex::new(OutboxState::default()),
+            wake: Notify::new(),
+            max_bytes,
+            stats: OutboxStats::default(),
+        }
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> &OutboxStats {
+        &self.stats
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
+        // A panic while holding this lock cannot leave the queue inconsistent
+        // (every mutation is a single push, pop or swap), so poison is ignored.
+        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Queues a reply or notice for the client. Control frames are never
+    /// dropped; a client that lets them pile up past the headroom is
+    /// disconnected as a slow consumer. Returns false if the connection is closing.
+    pub fn push_control(&self, frame: Frame) -> bool {
+        let bytes = estimated_size(&frame);
+        let mut state = self.lock();
+        if state.closing {
+            return false;
+        }
+        if state.queued_bytes + bytes > self.max_bytes.saturating_mul(CONTROL_HEADROOM_FACTOR) {
+            close_as_slow_consumer(&mut state);
+            drop(state);
+            self.wake.notify_one();
+            return false;
+        }
+        state.queued_bytes += bytes;
+        state.queue.push_back(Queued { frame, bytes });
+        drop(state);
+        self.wake.notify_one();
+        true
+    }
+
+    /// Queues a batch of `Deliver` frames, applying
+    /// `policy` when the queue is full. Returns how many were accepted, or
+    /// `None` when the connection is closing (nothing was accepted).
+    pub fn push_deliveries(
+        &self,
+        frames: impl IntoIterator<Item = Frame>,
+        policy: SlowConsumerPolicy,
+    ) -> Option<usize> {
+        let mut state = self.lock();
+        if state.closing {
+            return None;
+        }
+        let mut accepted = 0;
+        for frame in frames {
+            let bytes = estimated_size(&frame);
+            if state.queued_bytes + bytes > self.max_bytes && !state.queue.is_empty() {
+                match policy {
+                    SlowConsumerPolicy::Disconnect => {
+                        close_as_slow_consumer(&mut state);
+                        drop(state);
+                        self.wake.notify_one();
+                        return if accepted == 0 { None } else { Some(accepted) };
+                    }
+                    SlowConsumerPolicy::Drop => {
+                        let dropped = drop_oldest_deliveries(&mut state, self.max_bytes / 2);
+                        self.stats.dropped_messages.fetch_add(dropped, Ordering::Relaxed);
+                    }
+                }
+            }
+            state.queued_bytes += bytes;
+            state.queue.push_back(Queued { frame, bytes });
+            accepted += 1;
+        }
+        drop(state);
+        self.wake.notify_one();
+        Some(accepted)
+    }
+
+    /// Queues `final_frame` (if any) and closes the outbox: the writer sends
+    /// everything queued, then shuts the socket down.
+    pub fn close(&self, final_frame: Option<Frame>) {
+        let mut state = self.lock();
+        if !state.closing {
+            if let Some(frame) = final_frame {
+                let bytes = estimated_size(&frame);
+                state.queued_bytes += bytes;
+                state.queue.push_back(Queued { frame, bytes });
+            }
+            state.closing = true;
+        }
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// Whether the outbox accepts no more frames.
+    pub fn is_closing(&self) -> bool {
+        self.lock().closing
+    }
+
+    /// Waits for frames and moves them into `batch`, `MessagesDropped`
+    /// notices first. Returns false once the outbox is closing and drained.
+    pub async fn next_batch(&self, batch: &mut Vec<Frame>) -> bool {
+        loop {
+            {
+                let mut state = self.lock();
+                let dropped = std::mem::take(&mut state.dropped);
+                for (subscription_id, count) in dropped {
+                    batch.push(Frame::MessagesDropped {
+                        subscription_id,
+                        count,
+                    });
+                }
+                if !state.queue.is_empty() {
+                    state.queued_bytes = 0;
+                    batch.extend(state.queue.drain(..).map(|queued| queued.frame));
+                }
+                if !batch.is_empty() {
+                    return true;
+                }
+                if state.closing {
+                    return false;
+                }
+            }
+            self.wake.notified().await;
+        }
+    }
+}
+
+fn close_as_slow_consumer(state: &mut OutboxState) {
+    state.queue.clear();
+    state.dropped.clear();
+    let frame = Frame::error(
+        None,
+        ErrorCode::SlowConsumer,
+        "the connection did not read its messages fast enough and is being closed",
+    );
+    state.queued_bytes = estimated_size(&frame);
+    state.queue.push_back(Queued {
+        bytes: state.queued_bytes,
+        frame,
+    });
+    state.closing = true;
+}
+
+/// Removes the oldest `Deliver` frames until at most `target_bytes` remain
+/// queued, recording the losses per subscription. Dropping down to half the
+/// bound, not just enough for one frame, keeps a persistently slow consumer
+/// from paying this linear pass on every message.
+fn drop_oldest_deliveries(state: &mut OutboxState, target_bytes: usize) -> u64 {
+    let mut dropped = 0;
+    let mut kept = VecDeque::with_capacity(state.queue.len());
+    while let Some(queued) = state.queue.pop_front() {
+        let over = state.queued_bytes > target_bytes;
+        match queued.frame {
+            Frame::Deliver {
+                subscription_id, ..
+            } if over => {
+                state.queued_bytes -= queued.bytes;
+                *state.dropped.entry(subscription_id).or_insert(0) += 1;
+                dropped += 1;
+            }
+            _ => kept.push_back(queued),
+        }
+    }
+    state.queue = kept;
+    dropped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn deliver(subscription_id: u64, message_id: u64) -> Frame {
+        Frame::Deliver {
+            subscription_id,
+            message_id,
+            payload: Bytes::from(vec![0u8; 100]),
+            headers: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn drop_policy_drops_oldest_and_reports_count() {
+        let outbox = Outbox::new(1_000);
+        let frames = (1..=50).map(|id| deliver(7, id));
+        assert_eq!(outbox.push_deliveries(frames, SlowConsumerPolicy::Drop), Some(50));
+
+        let mut batch = Vec::new();
+        assert!(outbox.next_batch(&mut batch).await);
+        let Frame::MessagesDropped { subscription_id, count } = batch[0] else {
+            panic!("expected MessagesDropped first, got {:?}", batch[0]);
+        };
+        assert_eq!(subscription_id, 7);
+        let delivered: Vec<u64> = batch[1..]
+            .iter()
+            .map(|frame| match frame {
+                Frame::Deliver { message_id, .. } => *message_id,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(count as usize + delivered.len(), 50);
+        assert_eq!(*delivered.last().unwrap(), 50, "the newest message survives");
+        assert!(delivered.windows(2).all(|pair| pair[0] < pair[1]));
+    }
+
+    #[tokio::test]
+    async fn disconnect_policy_closes_with_slow_consumer() {
+        let outbox = Outbox::new(1_000);
+        let frames = (1..=50).map(|id| deliver(1, id));
+        outbox.push_deliveries(frames, SlowConsumerPolicy::Disconnect);
+        assert!(outbox.is_closing());
+
+        let mut batch = Vec::new();
+        assert!(outbox.next_batch(&mut batch).await);
+        assert_eq!(batch.len(), 1);
+        assert!(matches!(&batch[0], Frame::Error { code, .. } if code == "slow_consumer"));
+        batch.clear();
+        assert!(!outbox.next_batch(&mut batch).await);
+    }
+
+    #[tokio::test]
+    async fn closed_outbox_rejects_frames() {
+        let outbox = Outbox::new(1_000);
+        outbox.close(None);
+        assert!(!outbox.push_control(Frame::Pong { nonce: 1 }));
+        assert_eq!(outbox.push_deliveries([deliver(1, 1)], SlowConsumerPolicy::Drop), None);
+    }
+}

@@ -1,0 +1,97 @@
+//! `liminal sub`.
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::Args;
+use liminal_protocol::StartPosition;
+
+use crate::{Client, SubscribeOptions, SubscriptionEvent};
+
+#[derive(Debug, Args)]
+pub struct SubArgs {
+    /// Channel to read.
+    pub channel: String,
+    /// Exit after this many messages.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Where to start: "latest" (default), "earliest" or an offset (durable channels).
+    #[arg(long, value_name = "earliest|latest|OFFSET", conflicts_with = "consumer")]
+    pub from: Option<String>,
+    /// Named durable consumer: resume after its last acknowledged offset and
+    /// acknowledge each message after printing it.
+    #[arg(long, value_name = "NAME")]
+    pub consumer: Option<String>,
+    /// Print one JSON object per message (`message_id`, `payload`) instead of the payload.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn start_position(args: &SubArgs) -> anyhow::Result<StartPosition> {
+    if let Some(name) = &args.consumer {
+        return Ok(StartPosition::Consumer(name.clone()));
+    }
+    match args.from.as_deref() {
+        None | Some("latest") => Ok(StartPosition::Latest),
+        Some("earliest") => Ok(StartPosition::Earliest),
+        Some(offset) => offset
+            .parse()
+            .map(StartPosition::Offset)
+            .with_context(|| format!("invalid --from {offset:?}: expected earliest, latest or an offset number")),
+    }
+}
+
+pub async fn run(client: &Client, args: &SubArgs) -> anyhow::Result<()> {
+    let options = SubscribeOptions {
+        start: start_position(args)?,
+        accept_schemas: None,
+    };
+    let mut subscription = client.subscribe_with(&args.channel, options).await?;
+    if subscription.truncated {
+        eprintln!(
+            "note: the requested offset was removed by retention; starting at offset {}",
+            subscription.start_offset.unwrap_or(0)
+        );
+    }
+    let mut received = 0u64;
+    let stdout = std::io::stdout();
+    while args.count.is_none_or(|count| received < count) {
+        let Some(event) = subscription.next().await else {
+            let reason = client
+                .closed_reason()
+                .map(|error| error.to_string())
+                .unwrap_or_else(|| "connection closed".to_owned());
+            anyhow::bail!("subscription ended: {reason}");
+        };
+        match event {
+            SubscriptionEvent::Message(message) => {
+                let mut out = stdout.lock();
+                if args.json {
+                    let object = serde_json::json!({
+                        "message_id": message.message_id,
+                        "payload": String::from_utf8_lossy(&message.payload),
+                    });
+                    writeln!(out, "{object}")?;
+                } else {
+                    out.write_all(&message.payload)?;
+                    out.write_all(b"\n")?;
+                }
+                out.flush()?;
+                drop(out);
+                if args.consumer.is_some() {
+                    client.ack(subscription.subscription_id, message.message_id)?;
+                }
+                received += 1;
+            }
+            SubscriptionEvent::Dropped(count) => {
+                eprintln!("warning: the server dropped {count} messages because this subscriber read too slowly");
+            }
+            SubscriptionEvent::Lost(reason) => anyhow::bail!("subscription lost: {reason}"),
+        }
+    }
+    if args.consumer.is_some() {
+        // Acks are fire-and-forget; a round trip makes sure they left.
+        client.ping().await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! The TOML configuration file, as written by operators. Every table denies
+//! unknown keys, so a misspelled key is a startup error naming it.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Address of the client (TCP) listener.
+    pub listen_address: String,
+    /// Address of the HTTP listener for /health, /ready, /metrics and /supervision.
+    pub health_listen_address: String,
+    /// Directory below which the durable store lives.
+    pub persistence_path: String,
+    /// How long a graceful drain may take before the server exits anyway.
+    pub drain_timeout_ms: u64,
+    /// Whether an undeclared channel is created (ephemeral) on first use.
+    pub auto_create_channels: bool,
+    /// Name this server reports in `Welcome`; defaults to "liminal".
+    #[serde(default)]
+    pub server_id: Option<String>,
+    /// Enables the `InjectFault` frame. For fault-tolerance tests only.
+    #[serde(default)]
+    pub fault_injection: bool,
+    /// Default slow-consumer policy: "drop" or "disconnect".
+    #[serde(default = "default_slow_consumer")]
+    pub slow_consumer: String,
+    #[serde(default)]
+    pub limits: LimitsFile,
+    #[serde(default)]
+    pub supervision: SupervisionFile,
+    #[serde(default)]
+    pub auth: AuthFile,
+    #[serde(default)]
+    pub channels: Vec<ChannelFile>,
+}
+
+fn default_slow_consumer() -> String {
+    "drop".to_owned()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsFile {
+    pub max_connections: u64,
+    pub max_subscriptions_per_connection: u64,
+    pub max_conversations_per_connection: u64,
+    pub max_frame_bytes: u64,
+    pub max_outbound_bytes: u64,
+    pub max_inflight_publishes: u64,
+}
+
+impl Default for LimitsFile {
+    fn default() -> LimitsFile {
+        let limits = liminal_broker::Limits::default();
+        LimitsFile {
+            max_connections: limits.max_connections as u64,
+            max_subscriptions_per_connection: limits.max_subscriptions_per_connection as u64,
+            max_conversations_per_connection: limits.max_conversations_per_connection as u64,
+            max_frame_bytes: u64::from(limits.max_frame_bytes),
+            max_outbound_bytes: limits.max_outbound_bytes as u64,
+            max_inflight_publishes: limits.max_inflight_publishes as u64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisionFile {
+    /// Restarts a supervisor allows a child within `restart_window_ms`.
+    pub max_restarts: u64,
+    pub restart_window_ms: u64,
+}
+
+impl Default for SupervisionFile {
+    fn default() -> SupervisionFile {
+        let intensity = liminal_broker::RestartIntensity::default();
+        SupervisionFile {
+            max_restarts: u64::from(intensity.max_restarts),
+            restart_window_ms: intensity.within.as_millis() as u64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    /// Shared token clients present in `Hello`. Unset disables auth.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelFile {
+    pub name: String,
+    #[serde(default)]
+    pub durable: bool,
+    /// JSON Schema file, relative to the config file.
+    #[serde(default)]
+    pub schema: Option<String>,
+    /// "drop" or "disconnect"; the server default when unset.
+    #[serde(default)]
+    pub slow_consumer: Option<String>,
+    /// Idempotency window, for example "2m" or "24h".
+    #[serde(default)]
+    pub dedup_window: Option<String>,
+    #[serde(default)]
+    pub max_messages: Option<u64>,
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    /// Oldest message age kept, for example "7d".
+    #[serde(default)]
+    pub max_age: Option<String>,
+}

@@ -1,0 +1,10 @@
+//! The Liminal server: configuration, listeners, signal handling and
+//! logging around the broker's actor system.
+
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod server;
+
+pub use config::{ConfigError, Settings};
+pub use server::{Server, StartError};

@@ -1,0 +1,179 @@
+//! Bad input over the wire: each case gets its error code, and the server
+//! keeps serving other connections.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{TestServer, WAIT};
+use liminal_client::RawConnection;
+use liminal_protocol::{Frame, PROTOCOL_VERSION};
+
+fn hello() -> Frame {
+    Frame::Hello {
+        versions: vec![PROTOCOL_VERSION],
+        client_name: "raw-test".into(),
+        token: None,
+    }
+}
+
+async fn greeted(server: &TestServer) -> RawConnection {
+    let mut connection = RawConnection::connect(&server.address).await.unwrap();
+    connection.send(&hello()).await.unwrap();
+    match connection.receive(WAIT).await.unwrap() {
+        Some(Frame::Welcome { version, .. }) => assert_eq!(version, PROTOCOL_VERSION),
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+    connection
+}
+
+fn assert_error(frame: Option<Frame>, expected_code: &str, mentions: &str) {
+    match frame {
+        Some(Frame::Error { code, message, .. }) => {
+            assert_eq!(code, expected_code, "message: {message}");
+            assert!(message.contains(mentions), "message {message:?} should mention {mentions:?}");
+        }
+        other => panic!("expected Error {expected_code}, got {other:?}"),
+    }
+}
+
+async fn assert_closed(connection: &mut RawConnection) {
+    match connection.receive(WAIT).await {
+        Ok(None) | Err(liminal_client::ClientError::Protocol(_)) => {}
+        other => panic!("expected the server to close the connection, got {other:?}"),
+    }
+}
+
+async fn assert_server_still_serves(server: &TestServer) {
+    let client = server.client().await;
+    let ack = client.publish("still-alive", "ok").await.unwrap();
+    assert!(ack.message_id >= 1);
+}
+
+#[tokio::test]
+async fn frame_before_hello_rejected() {
+    let server = TestServer::start("");
+    let mut connection = RawConnection::connect(&server.address).await.unwrap();
+    connection
+        .send(&Frame::Publish {
+            request_id: 5,
+            channel: "x".into(),
+            payload: Bytes::from_static(b"early"),
+            headers: None,
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    let frame = connection.receive(WAIT).await.unwrap();
+    assert_error(frame.clone(), "hello_required", "Publish");
+    assert!(matches!(frame, Some(Frame::Error { request_id: Some(5), .. })));
+    // The connection stays usable: a Hello now succeeds.
+    connection.send(&hello()).await.unwrap();
+    assert!(matches!(connection.receive(WAIT).await.unwrap(), Some(Frame::Welcome { .. })));
+}
+
+#[tokio::test]
+async fn unsupported_version_rejected_and_closed() {
+    let server = TestServer::start("");
+    let mut connection = RawConnection::connect(&server.address).await.unwrap();
+    connection
+        .send(&Frame::Hello {
+            versions: vec![99, 100],
+            client_name: "future".into(),
+            token: None,
+        })
+        .await
+        .unwrap();
+    assert_error(connection.receive(WAIT).await.unwrap(), "unsupported_version", "[99, 100]");
+    assert_closed(&mut connection).await;
+    assert_server_still_serves(&server).await;
+}
+
+#[tokio::test]
+async fn undecodable_frame_rejected_and_closed() {
+    let server = TestServer::start("");
+    let mut connection = greeted(&server).await;
+    connection.send_bytes(&[0, 0, 0, 4, 0xc1, 0xc1, 0xc1, 0xc1]).await.unwrap();
+    assert_error(connection.receive(WAIT).await.unwrap(), "malformed_frame", "not a valid frame");
+    assert_closed(&mut connection).await;
+    assert_server_still_serves(&server).await;
+}
+
+#[tokio::test]
+async fn oversized_frame_rejected_and_closed() {
+    let server = TestServer::start("[limits]\nmax_frame_bytes = 1024\n");
+    let mut connection = greeted(&server).await;
+    // Only the length prefix is sent: the server must not wait for the body.
+    connection.send_bytes(&5_000u32.to_be_bytes()).await.unwrap();
+    assert_error(connection.receive(WAIT).await.unwrap(), "frame_too_large", "5000");
+    assert_closed(&mut connection).await;
+    assert_server_still_serves(&server).await;
+}
+
+#[tokio::test]
+async fn unknown_channel_rejected_when_auto_create_off() {
+    let server = TestServer::start_with_env(
+        "[[channels]]\nname = \"declared\"\n",
+        &[("LIMINAL_AUTO_CREATE_CHANNELS", "false")],
+    );
+    let client = server.client().await;
+    let error = client.publish("nope", "x").await.unwrap_err();
+    assert_eq!(error.code(), Some("unknown_channel"));
+    assert!(error.to_string().contains("\"nope\""), "{error}");
+    let error = client.subscribe("nope").await.err().expect("subscribe must fail");
+    assert_eq!(error.code(), Some("unknown_channel"));
+    // The declared channel works on the same connection.
+    assert!(client.publish("declared", "x").await.is_ok());
+}
+
+#[tokio::test]
+async fn invalid_channel_name_rejected() {
+    let server = TestServer::start("");
+    let client = server.client().await;
+    let error = client.publish("has space", "x").await.unwrap_err();
+    assert_eq!(error.code(), Some("invalid_request"));
+    assert!(error.to_string().contains("has space"), "{error}");
+}
+
+#[tokio::test]
+async fn server_only_frame_from_client_rejected() {
+    let server = TestServer::start("");
+    let mut connection = greeted(&server).await;
+    connection
+        .send(&Frame::Deliver {
+            subscription_id: 1,
+            message_id: 1,
+            payload: Bytes::new(),
+            headers: None,
+        })
+        .await
+        .unwrap();
+    assert_error(connection.receive(WAIT).await.unwrap(), "unexpected_frame", "Deliver");
+}
+
+#[tokio::test]
+async fn second_hello_rejected() {
+    let server = TestServer::start("");
+    let mut connection = greeted(&server).await;
+    connection.send(&hello()).await.unwrap();
+    assert_error(connection.receive(WAIT).await.unwrap(), "already_greeted", "Hello");
+}
+
+#[tokio::test]
+async fn many_bad_clients_do_not_disturb_a_good_one() {
+    let server = TestServer::start("");
+    let good = server.client().await;
+    let mut subscription = good.subscribe("steady").await.unwrap();
+    for _ in 0..20 {
+        let mut bad = RawConnection::connect(&server.address).await.unwrap();
+        bad.send_bytes(&[0, 0, 0, 2, 0xff, 0xff]).await.unwrap();
+        let _ = bad.receive(Duration::from_secs(2)).await;
+    }
+    let ack = good.publish("steady", "fine").await.unwrap();
+    assert!(ack.delivered);
+    assert!(matches!(
+        subscription.next_timeout(WAIT).await.unwrap(),
+        Some(liminal_client::SubscriptionEvent::Message(_))
+    ));
+}
