@@ -21,7 +21,11 @@ use crate::channels::{ChannelsMsg, ChannelsSupervisor};
 use crate::config::BrokerConfig;
 use crate::connections::context::ConnectionContext;
 use crate::connections::{ConnectionStats, ConnectionsMsg, ConnectionsSupervisor};
+use crate::conversations::responder::ResponderRegistry;
+use crate::conversations::{ConversationsArgs, ConversationsHandle, ConversationsMsg, ConversationsSupervisor};
+use crate::store::StoreActor;
 use crate::supervision::TreeNode;
+use liminal_store::{Store, StoreStats};
 
 /// Path of the root supervisor in the tree.
 pub const ROOT_PATH: &str = "broker";
@@ -33,6 +37,8 @@ pub enum BrokerError {
     Spawn(#[from] ractor::SpawnErr),
     #[error("the broker is not running")]
     NotRunning,
+    #[error("failed to open the durable store: {0}")]
+    Store(#[from] liminal_store::StoreError),
 }
 
 /// The messages of the root supervisor.
@@ -44,6 +50,7 @@ pub enum BrokerMsg {
 struct Children {
     channels: ActorRef<ChannelsMsg>,
     connections: ActorRef<ConnectionsMsg>,
+    conversations: ActorRef<ConversationsMsg>,
 }
 
 pub struct BrokerState {
@@ -54,8 +61,10 @@ struct BrokerActor;
 
 struct BrokerArgs {
     config: Arc<BrokerConfig>,
+    store: Option<Arc<Store>>,
     connection_stats: Arc<ConnectionStats>,
-    ready: tokio::sync::oneshot::Sender<(ActorRef<ChannelsMsg>, ActorRef<ConnectionsMsg>)>,
+    responders: ResponderRegistry,
+    ready: tokio::sync::oneshot::Sender<(ActorRef<ChannelsMsg>, ActorRef<ConnectionsMsg>, ConversationsHandle)>,
 }
 
 impl Actor for BrokerActor {
@@ -65,16 +74,35 @@ impl Actor for BrokerActor {
 
     async fn pre_start(&self, myself: ActorRef<BrokerMsg>, args: BrokerArgs) -> Result<BrokerState, ActorProcessingErr> {
         info!(actor = ROOT_PATH, "actor started");
+        if let Some(store) = &args.store {
+            Actor::spawn_linked(
+                None,
+                StoreActor,
+                (store.clone(), format!("{ROOT_PATH}/store")),
+                myself.get_cell(),
+            )
+            .await?;
+        }
         let (channels, _) = Actor::spawn_linked(
             None,
             ChannelsSupervisor,
-            (args.config.clone(), format!("{ROOT_PATH}/channels")),
+            (args.config.clone(), args.store.clone(), format!("{ROOT_PATH}/channels")),
             myself.get_cell(),
         )
         .await?;
+        let (conversations_ready, conversations) = tokio::sync::oneshot::channel();
+        let conversations_args = ConversationsArgs {
+            config: args.config.clone(),
+            responders: args.responders,
+            path: format!("{ROOT_PATH}/conversations"),
+            ready: conversations_ready,
+        };
+        Actor::spawn_linked(None, ConversationsSupervisor, conversations_args, myself.get_cell()).await?;
+        let conversations = conversations.await?;
         let context = Arc::new(ConnectionContext {
             config: args.config.clone(),
             channels: channels.clone(),
+            conversations: conversations.clone(),
         });
         let (connections, _) = Actor::spawn_linked(
             None,
@@ -83,9 +111,13 @@ impl Actor for BrokerActor {
             myself.get_cell(),
         )
         .await?;
-        let _ = args.ready.send((channels.clone(), connections.clone()));
+        let _ = args.ready.send((channels.clone(), connections.clone(), conversations.clone()));
         Ok(BrokerState {
-            children: Children { channels, connections },
+            children: Children {
+                channels,
+                connections,
+                conversations: conversations.supervisor,
+            },
         })
     }
 
@@ -137,6 +169,11 @@ impl BrokerState {
         {
             children.push(node);
         }
+        if let Ok(ractor::rpc::CallResult::Success(node)) =
+            self.children.conversations.call(ConversationsMsg::Tree, Some(Duration::from_secs(2))).await
+        {
+            children.push(node);
+        }
         TreeNode {
             path: ROOT_PATH.to_owned(),
             kind: "supervisor",
@@ -156,21 +193,41 @@ pub struct BrokerHandle {
     connections: ActorRef<ConnectionsMsg>,
     config: Arc<BrokerConfig>,
     connection_stats: Arc<ConnectionStats>,
+    store: Option<Arc<Store>>,
+    conversations: ConversationsHandle,
+    responders: ResponderRegistry,
 }
 
 impl BrokerHandle {
     /// Starts the supervision tree.
     pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
+        BrokerHandle::start_with_responders(config, ResponderRegistry::new()).await
+    }
+
+    /// Starts the supervision tree with in-process responders already
+    /// registered. The registry stays shared with the broker, so later
+    /// changes through it (or [`BrokerHandle::responders`]) apply to
+    /// conversations opened afterwards.
+    pub async fn start_with_responders(
+        config: BrokerConfig,
+        responders: ResponderRegistry,
+    ) -> Result<BrokerHandle, BrokerError> {
         let config = Arc::new(config);
+        let store = match &config.persistence {
+            Some(persistence) => Some(crate::store::open(persistence).await?),
+            None => None,
+        };
         let connection_stats = Arc::new(ConnectionStats::default());
         let (ready_sender, ready) = tokio::sync::oneshot::channel();
         let args = BrokerArgs {
             config: config.clone(),
+            store: store.clone(),
             connection_stats: connection_stats.clone(),
+            responders: responders.clone(),
             ready: ready_sender,
         };
         let (root, join) = Actor::spawn(None, BrokerActor, args).await?;
-        let (channels, connections) = ready.await.map_err(|_| BrokerError::NotRunning)?;
+        let (channels, connections, conversations) = ready.await.map_err(|_| BrokerError::NotRunning)?;
         Ok(BrokerHandle {
             root,
             join: Some(join),
@@ -178,7 +235,57 @@ impl BrokerHandle {
             connections,
             config,
             connection_stats,
+            store,
+            conversations,
+            responders,
         })
+    }
+
+    /// The in-process responders by subject. Registering or unregistering
+    /// through it applies to conversations opened afterwards.
+    pub fn responders(&self) -> &ResponderRegistry {
+        &self.responders
+    }
+
+    /// Remote workers currently registered for `subject`.
+    pub fn worker_count(&self, subject: &str) -> usize {
+        self.conversations.worker_count(subject)
+    }
+
+    /// Closes every open conversation with `reason` (the requester gets
+    /// `ConversationClosed`, a remote worker `WorkerClose`), rejects new
+    /// opens from then on, and waits until the conversation actors stopped
+    /// or `conversations::SHUTDOWN_CLOSE_TIMEOUT` passed.
+    pub async fn close_conversations(&self, reason: &str) -> Result<(), BrokerError> {
+        let answer = self
+            .conversations
+            .supervisor
+            .call(
+                |reply| ConversationsMsg::CloseAll {
+                    reason: reason.to_owned(),
+                    reply,
+                },
+                Some(crate::conversations::SHUTDOWN_CLOSE_TIMEOUT),
+            )
+            .await;
+        match answer {
+            Ok(ractor::rpc::CallResult::Success(())) => Ok(()),
+            Ok(ractor::rpc::CallResult::Timeout) => {
+                tracing::warn!(actor = "broker/conversations", "conversations did not all close in time; stopping them");
+                Ok(())
+            }
+            _ => Err(BrokerError::NotRunning),
+        }
+    }
+
+    /// Counters of the durable store's write path, when the broker has a store.
+    pub fn store_stats(&self) -> Option<StoreStats> {
+        self.store.as_ref().map(|store| store.stats())
+    }
+
+    /// The durable store, when the broker has one.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
     }
 
     /// Hands an accepted TCP connection to the broker.
@@ -200,6 +307,40 @@ impl BrokerHandle {
     pub async fn channels(&self) -> Result<Vec<Arc<ChannelShared>>, BrokerError> {
         match self.channels.call(ChannelsMsg::Channels, Some(Duration::from_secs(5))).await {
             Ok(ractor::rpc::CallResult::Success(channels)) => Ok(channels),
+            _ => Err(BrokerError::NotRunning),
+        }
+    }
+
+    /// First phase of a graceful drain: turns away new connections, sends
+    /// every connection `Draining { deadline_ms }`, rejects new work with the
+    /// `draining` code, and waits until every publish already received is
+    /// answered (its ack or error queued for the socket). Returns the number
+    /// of connections drained. The caller bounds the wait with a timeout.
+    pub async fn drain_connections(&self, deadline_ms: u64) -> Result<usize, BrokerError> {
+        let receivers = match self
+            .connections
+            .call(|reply| ConnectionsMsg::Drain { deadline_ms, reply }, Some(Duration::from_secs(5)))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(receivers)) => receivers,
+            _ => return Err(BrokerError::NotRunning),
+        };
+        let count = receivers.len();
+        // An error means the connection stopped before it finished, which
+        // also leaves nothing in flight on it.
+        futures::future::join_all(receivers).await;
+        Ok(count)
+    }
+
+    /// Second phase of a graceful drain: every connection writes what is
+    /// queued (acks and deliveries included) and closes its socket. Returns
+    /// once no connection is left; the caller bounds the wait.
+    pub async fn close_connections(&self) -> Result<(), BrokerError> {
+        // Conversations close first, so their `ConversationClosed` frames
+        // are queued before each connection writes its last frames.
+        self.close_conversations("shutdown").await?;
+        match self.connections.call(ConnectionsMsg::CloseAll, None).await {
+            Ok(ractor::rpc::CallResult::Success(())) => Ok(()),
             _ => Err(BrokerError::NotRunning),
         }
     }
@@ -230,8 +371,18 @@ impl BrokerHandle {
 
     /// Stops the whole tree and waits for it.
     pub async fn shutdown(mut self) {
-        self.root.stop_children(Some("shutdown".to_owned()));
-        self.root.stop(Some("shutdown".to_owned()));
+        // Connections and channels stop first, so nothing submits to the
+        // store after it flushed; the store actor flushes when the root stops
+        // its remaining children.
+        let reason = Some("shutdown".to_owned());
+        let wait = Some(Duration::from_secs(10));
+        // Without a drain first, the requesters' connections close right
+        // after this, so a `ConversationClosed` may not reach the socket.
+        let _ = self.close_conversations("shutdown").await;
+        let _ = self.connections.stop_and_wait(reason.clone(), wait).await;
+        let _ = self.channels.stop_and_wait(reason.clone(), wait).await;
+        self.root.stop_children(reason.clone());
+        self.root.stop(reason);
         self.stopped().await;
     }
 }

@@ -2,7 +2,11 @@
 //! loading and validating the TOML file and the `LIMINAL_*` overrides.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use liminal_schema::ChannelSchema;
+pub use liminal_store::FsyncPolicy;
 
 /// What a channel does when a subscriber's connection cannot take more data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -23,16 +27,15 @@ pub struct RetentionConfig {
 }
 
 /// One channel declared in the configuration.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ChannelConfig {
     pub name: String,
     pub durable: bool,
     pub retention: RetentionConfig,
     pub slow_consumer: Option<SlowConsumerPolicy>,
     pub dedup_window: Duration,
-    /// JSON Schema file for publish-time validation, already resolved
-    /// relative to the config file.
-    pub schema: Option<PathBuf>,
+    /// Compiled JSON Schema every published payload must match.
+    pub schema: Option<Arc<ChannelSchema>>,
 }
 
 impl ChannelConfig {
@@ -97,6 +100,84 @@ impl Default for Limits {
     }
 }
 
+/// What opening a conversation on a subject without any responder does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownSubjectPolicy {
+    /// The built-in echo responder serves the conversation.
+    #[default]
+    Echo,
+    /// The open is answered with `Error{code: "no_responder"}`.
+    Reject,
+}
+
+/// Which kind of responder serves a subject that has both an in-process
+/// responder and registered remote workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResponderPreference {
+    #[default]
+    InProcess,
+    Remote,
+}
+
+/// What happens to a conversation whose participant crashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CrashPolicy {
+    /// The conversation fails and the requester gets `ConversationFailed`.
+    #[default]
+    Fail,
+    /// A fresh participant continues the conversation (within the restart
+    /// intensity) and the requester gets `ConversationNotice`.
+    Restart,
+}
+
+/// Settings of the conversations subsystem (`[conversations]` in the file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationsConfig {
+    pub unknown_subject: UnknownSubjectPolicy,
+    pub prefer: ResponderPreference,
+    /// Messages a conversation accepts before its participant has handled
+    /// them; one more is rejected with `conversation_queue_full`.
+    pub max_queued_messages: usize,
+    /// A conversation with no message from its requester and no reply for
+    /// this long is closed with reason `idle timeout`.
+    pub idle_timeout: Duration,
+    /// Crash policy of subjects not listed in `crash_policies`.
+    pub default_crash_policy: CrashPolicy,
+    /// Crash policy by subject.
+    pub crash_policies: std::collections::BTreeMap<String, CrashPolicy>,
+}
+
+impl ConversationsConfig {
+    /// The crash policy that applies to `subject`.
+    pub fn crash_policy(&self, subject: &str) -> CrashPolicy {
+        self.crash_policies
+            .get(subject)
+            .copied()
+            .unwrap_or(self.default_crash_policy)
+    }
+}
+
+impl Default for ConversationsConfig {
+    fn default() -> ConversationsConfig {
+        ConversationsConfig {
+            unknown_subject: UnknownSubjectPolicy::default(),
+            prefer: ResponderPreference::default(),
+            max_queued_messages: 256,
+            idle_timeout: Duration::from_secs(300),
+            default_crash_policy: CrashPolicy::default(),
+            crash_policies: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+/// Where and how durable channels are stored.
+#[derive(Debug, Clone)]
+pub struct PersistenceConfig {
+    /// Directory of the RocksDB store; created when missing.
+    pub path: PathBuf,
+    pub fsync: FsyncPolicy,
+}
+
 /// Everything the broker needs to run.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -114,6 +195,9 @@ pub struct BrokerConfig {
     /// Enables the `InjectFault` frame, which crashes actors on request.
     /// Meant for fault-tolerance tests; never enable it in production.
     pub fault_injection: bool,
+    pub conversations: ConversationsConfig,
+    /// The durable store; required when any channel is durable.
+    pub persistence: Option<PersistenceConfig>,
 }
 
 impl Default for BrokerConfig {
@@ -127,6 +211,8 @@ impl Default for BrokerConfig {
             slow_consumer: SlowConsumerPolicy::default(),
             auth_token: None,
             fault_injection: false,
+            persistence: None,
+            conversations: ConversationsConfig::default(),
         }
     }
 }

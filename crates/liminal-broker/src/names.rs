@@ -13,6 +13,11 @@ pub fn validate_subject(name: &str) -> Result<(), String> {
     validate_name("subject", name)
 }
 
+/// Checks a durable consumer name with the same rules as channel names.
+pub fn validate_consumer_name(name: &str) -> Result<(), String> {
+    validate_name("consumer", name)
+}
+
 fn validate_name(kind: &str, name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err(format!("{kind} name is empty"));

@@ -9,7 +9,7 @@
 //! here is shared between connections.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use liminal_protocol::{ErrorCode, Frame};
@@ -31,10 +31,14 @@ pub enum DeliveryOutcome {
     Closed,
 }
 
-/// Counters shared with the metrics endpoint.
+/// Slow-consumer counters for the metrics endpoint. One instance may be
+/// shared by every outbox of a broker, so the counts are server-wide.
 #[derive(Debug, Default)]
 pub struct OutboxStats {
+    /// `Deliver` frames discarded under the `drop` policy.
     pub dropped_messages: AtomicU64,
+    /// Connections closed with `slow_consumer`.
+    pub slow_consumer_disconnects: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -60,7 +64,7 @@ pub struct Outbox {
     state: Mutex<OutboxState>,
     wake: Notify,
     max_bytes: usize,
-    stats: OutboxStats,
+    stats: Arc<OutboxStats>,
 }
 
 /// A rough encoded size of a frame, used for the byte bound.
@@ -87,11 +91,16 @@ pub fn estimated_size(frame: &Frame) -> usize {
 impl Outbox {
     /// Creates an empty outbox that holds at most `max_bytes` of deliveries.
     pub fn new(max_bytes: usize) -> Outbox {
+        Outbox::with_stats(max_bytes, Arc::default())
+    }
+
+    /// Creates an empty outbox that counts its slow-consumer events in `stats`.
+    pub fn with_stats(max_bytes: usize, stats: Arc<OutboxStats>) -> Outbox {
         Outbox {
             state: Mutex::new(OutboxState::default()),
             wake: Notify::new(),
             max_bytes,
-            stats: OutboxStats::default(),
+            stats,
         }
     }
 
@@ -117,6 +126,7 @@ impl Outbox {
         }
         if state.queued_bytes + bytes > self.max_bytes.saturating_mul(CONTROL_HEADROOM_FACTOR) {
             close_as_slow_consumer(&mut state);
+            self.stats.slow_consumer_disconnects.fetch_add(1, Ordering::Relaxed);
             drop(state);
             self.wake.notify_one();
             return false;
@@ -147,6 +157,7 @@ impl Outbox {
                 match policy {
                     SlowConsumerPolicy::Disconnect => {
                         close_as_slow_consumer(&mut state);
+                        self.stats.slow_consumer_disconnects.fetch_add(1, Ordering::Relaxed);
                         drop(state);
                         self.wake.notify_one();
                         return if accepted == 0 { None } else { Some(accepted) };
@@ -164,6 +175,61 @@ impl Outbox {
         drop(state);
         self.wake.notify_one();
         Some(accepted)
+    }
+
+    /// Queues `Deliver` frames while they fit within the bound and returns
+    /// how many were accepted (at least one when the queue is empty), or
+    /// `None` when the connection is closing. Nothing is dropped: durable
+    /// channels use this and let a subscriber that does not keep up catch
+    /// up from the store instead.
+    pub fn push_deliveries_until_full(&self, frames: impl IntoIterator<Item = Frame>) -> Option<usize> {
+        let mut state = self.lock();
+        if state.closing {
+            return None;
+        }
+        let mut accepted = 0;
+        for frame in frames {
+            let bytes = estimated_size(&frame);
+            if state.queued_bytes + bytes > self.max_bytes && !state.queue.is_empty() {
+                break;
+            }
+            state.queued_bytes += bytes;
+            state.queue.push_back(Queued { frame, bytes });
+            accepted += 1;
+        }
+        drop(state);
+        self.wake.notify_one();
+        Some(accepted)
+    }
+
+    /// Queues replayed `Deliver` frames regardless of the bound; the replay
+    /// task limits itself by waiting on [`Outbox::queued_bytes`]. Returns
+    /// `None` when the connection is closing.
+    pub fn push_replay(&self, frames: impl IntoIterator<Item = Frame>) -> Option<usize> {
+        let mut state = self.lock();
+        if state.closing {
+            return None;
+        }
+        let mut accepted = 0;
+        for frame in frames {
+            let bytes = estimated_size(&frame);
+            state.queued_bytes += bytes;
+            state.queue.push_back(Queued { frame, bytes });
+            accepted += 1;
+        }
+        drop(state);
+        self.wake.notify_one();
+        Some(accepted)
+    }
+
+    /// Estimated bytes currently queued.
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().queued_bytes
+    }
+
+    /// The delivery bound this outbox was created with.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
     }
 
     /// Queues `final_frame` (if any) and closes the outbox: the writer sends

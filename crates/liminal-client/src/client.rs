@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
-use liminal_protocol::{DEFAULT_MAX_FRAME_BYTES, Frame, FrameCodec, Headers, PROTOCOL_VERSION, StartPosition, encode_frame_into};
+use liminal_protocol::{DEFAULT_MAX_FRAME_BYTES, ErrorCode, Frame, FrameCodec, Headers, PROTOCOL_VERSION, StartPosition, encode_frame_into};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -96,6 +96,8 @@ struct Routes {
     /// Subscription senders waiting for their `Subscribed`, by request id.
     pending_subscriptions: HashMap<u64, mpsc::UnboundedSender<SubscriptionEvent>>,
     subscriptions: HashMap<u64, mpsc::UnboundedSender<SubscriptionEvent>>,
+    conversations: crate::conversation::ConversationTable,
+    workers: crate::worker::WorkerTable,
     closed: Option<ClientError>,
 }
 
@@ -396,6 +398,17 @@ impl Client {
     pub fn closed_reason(&self) -> Option<ClientError> {
         self.shared.routes().closed.clone()
     }
+
+    pub(crate) fn with_conversation_table<T>(
+        &self,
+        change: impl FnOnce(&mut crate::conversation::ConversationTable) -> T,
+    ) -> T {
+        change(&mut self.shared.routes().conversations)
+    }
+
+    pub(crate) fn with_worker_table<T>(&self, change: impl FnOnce(&mut crate::worker::WorkerTable) -> T) -> T {
+        change(&mut self.shared.routes().workers)
+    }
 }
 
 async fn write_loop(mut write_half: OwnedWriteHalf, mut outbound: mpsc::UnboundedReceiver<Frame>) {
@@ -435,6 +448,8 @@ async fn read_loop(mut reader: FramedRead<tokio::net::tcp::OwnedReadHalf, FrameC
     }
     routes.subscriptions.clear();
     routes.pending_subscriptions.clear();
+    routes.conversations.clear();
+    routes.workers.clear();
 }
 
 fn answer(shared: &Shared, request_id: u64, result: Result<Frame, ClientError>) {
@@ -443,7 +458,25 @@ fn answer(shared: &Shared, request_id: u64, result: Result<Frame, ClientError>) 
     }
 }
 
+/// Codes of `Error` frames without request id after which the server keeps
+/// the connection open (see the error table in docs/protocol.md).
+const NON_CLOSING_CODES: &[ErrorCode] = &[
+    ErrorCode::UnknownSubscription,
+    ErrorCode::UnknownConversation,
+    ErrorCode::ConversationQueueFull,
+];
+
 fn route(shared: &Shared, frame: Frame) {
+    let frame = {
+        let mut routes = shared.routes();
+        let Some(frame) = routes.conversations.route(frame) else {
+            return;
+        };
+        let Some(frame) = routes.workers.route(frame) else {
+            return;
+        };
+        frame
+    };
     match frame {
         Frame::Deliver {
             subscription_id,
@@ -507,10 +540,18 @@ fn route(shared: &Shared, frame: Frame) {
             ref code,
             ref message,
         } => {
-            shared.routes().closed = Some(ClientError::Server {
-                code: code.clone(),
-                message: message.clone(),
-            });
+            let mut routes = shared.routes();
+            if routes.conversations.route_error(code, message) {
+                return;
+            }
+            let closes = !NON_CLOSING_CODES.iter().any(|known| known.as_str() == code);
+            if closes {
+                routes.closed = Some(ClientError::Server {
+                    code: code.clone(),
+                    message: message.clone(),
+                });
+            }
+            drop(routes);
             let _ = shared.events.send(frame);
         }
         Frame::ConversationOpened { request_id, .. }

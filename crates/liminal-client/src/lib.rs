@@ -13,12 +13,16 @@
 
 pub mod cli;
 mod client;
+mod conversation;
 mod error;
 mod raw;
+mod worker;
 
 pub use client::{
     Client, ClientOptions, Message, PublishAck, PublishRequest, ServerEvent, SubscribeOptions, Subscription,
     SubscriptionEvent,
 };
+pub use conversation::{Conversation, ConversationError, ConversationEvent};
 pub use error::ClientError;
 pub use raw::RawConnection;
+pub use worker::{Worker, WorkerEvent};

@@ -66,7 +66,7 @@ mod tests {
 
     #[test]
     fn too_deep_is_checked_before_parsing() {
-        // Unterminated on purpose: the depth scan must fire before the parser sees the text.
+        // Unterminated on purpose: the depth scan must fire before the parser reads the text.
         let text = "[".repeat(100);
         assert!(matches!(
             parse_bounded(text.as_bytes(), 10),

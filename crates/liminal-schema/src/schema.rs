@@ -232,7 +232,7 @@ impl ChannelSchema {
     }
 }
 
-/// Reads at most `limit` bytes of the file at `path`, failing if it holds more.
+/// Reads at most `limit` bytes of the file at `path`, failing if it contains more.
 fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, SchemaError> {
     let unreadable = |source: io::Error| {
         if source.kind() == io::ErrorKind::NotFound {

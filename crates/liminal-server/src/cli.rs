@@ -50,8 +50,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         info!("supervision tree at startup:\n{}", tree.render().trim_end());
     }
     // One machine-readable line on stdout, so scripts and tests started with
-    // port 0 learn the bound address.
-    println!("liminal-server listening client={}", server.client_address());
+    // port 0 learn the bound addresses.
+    println!(
+        "liminal-server listening client={} http={}",
+        server.client_address(),
+        server.http_address()
+    );
 
     let broker_stopped = {
         let broker = server.broker().clone();
@@ -78,7 +82,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         warn!("second signal received; exiting without draining");
         std::process::exit(130);
     });
-    server.shutdown().await;
+    crate::drain::drain(server, settings.server.drain_timeout).await;
     info!("shutdown complete");
     Ok(())
 }

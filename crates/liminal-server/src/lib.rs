@@ -3,7 +3,10 @@
 
 pub mod cli;
 pub mod config;
+pub mod drain;
+pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod server;
 
 pub use config::{ConfigError, Settings};

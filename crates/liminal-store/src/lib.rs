@@ -46,12 +46,3 @@ pub struct GroupId(pub u32);
 /// Channel id assigned by the store per (group, channel name). Never 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChannelId(pub u32);
-
-impl Store {
-    /// Returns the underlying database, for callers of [`apply`] that manage
-    /// their own batches (a Raft state machine). Writing through it while the
-    /// writer thread runs breaks the writer's ordering guarantees.
-    pub fn db(&self) -> &rocksdb::DB {
-        &self.db
-    }
-}

@@ -126,7 +126,8 @@ impl Store {
     ///
     /// Creation is a `CreateChannel` command through the writer thread, so ids
     /// are assigned in one place and concurrent callers get the same id. That
-    /// path blocks until the batch is written: call this from a blocking thread.
+    /// path blocks until the batch is written: call this from a blocking thread,
+    /// never from a completion callback.
     pub fn channel_id(&self, group: GroupId, name: &str) -> Result<ChannelId> {
         if let Some(channel) = read_channel_id(&self.db, group, name)? {
             return Ok(channel);

@@ -155,7 +155,8 @@ impl Store {
     }
 
     /// Submits `command` and blocks until it is applied. Not for async tasks:
-    /// call it from a blocking thread.
+    /// call it from a blocking thread. Calling it from a completion callback
+    /// deadlocks, because that callback runs on the writer thread.
     pub fn submit_blocking(&self, command: Command) -> Result<ApplyOutcome> {
         let (sender, receiver) = crossbeam_channel::bounded(1);
         self.submit(
@@ -166,6 +167,14 @@ impl Store {
             }),
         );
         receiver.recv().unwrap_or(Err(StoreError::WriterStopped))
+    }
+
+    /// Returns the underlying database, for callers of [`apply`](crate::apply)
+    /// that manage their own batches (a Raft state machine, tests). Writing
+    /// through it while the writer thread runs bypasses the writer's ordering,
+    /// so offsets and channel ids may then collide.
+    pub fn db(&self) -> &DB {
+        &self.db
     }
 
     /// Returns a snapshot of the write path counters.

@@ -50,7 +50,7 @@ pub struct BatchReport {
     pub failed: bool,
 }
 
-/// Observer of written batches, called on the writer thread.
+/// Observer of written batches, called on the writer thread. A panic in it is caught and logged.
 pub type BatchObserver = Arc<dyn Fn(&BatchReport) + Send + Sync>;
 
 /// Counters of the write path, read with [`Store::stats`](crate::Store::stats).
@@ -364,13 +364,16 @@ impl Writer {
             .write_nanos_total
             .fetch_add(write_latency.as_nanos() as u64, Ordering::Relaxed);
         if let Some(observer) = &self.config.on_batch {
-            observer(&BatchReport {
+            let report = BatchReport {
                 commands,
                 bytes,
                 write_latency,
                 synced,
                 failed: written.is_err(),
-            });
+            };
+            if catch_unwind(AssertUnwindSafe(|| observer(&report))).is_err() {
+                tracing::error!("store batch observer panicked; the panic was ignored");
+            }
         }
 
         match written {

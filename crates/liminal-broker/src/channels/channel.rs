@@ -3,23 +3,35 @@
 //!
 //! Supervised by `broker/channels` (permanent child: restarted on a crash
 //! within the restart intensity). The actor's state is rebuilt on restart:
-//! the message id counter lives in [`ChannelShared`], which outlives each
-//! incarnation, and subscribers re-attach themselves because every
-//! subscribing connection monitors the channel actor (see the connection
-//! actor). While the channel is down, publishes to it are answered with
-//! `channel_unavailable`.
+//! message ids and idempotency receipts live in [`ChannelShared`], which
+//! outlives each incarnation (and, for durable channels, in the store), and
+//! subscribers re-attach themselves because every subscribing connection
+//! monitors the channel actor (see the connection actor). While the channel
+//! is down, publishes to it are answered with `channel_unavailable`.
+//!
+//! Ephemeral channels deliver and acknowledge inside one `handle` call.
+//! Durable channels hand the batch to the store and deliver and acknowledge
+//! when the store reports it written (see `durable.rs`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use liminal_protocol::{ErrorCode, Frame};
+use liminal_schema::ChannelSchema;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::{debug, info};
 
+use crate::channels::dedup::EphemeralReceipts;
+use crate::channels::durable::{DurableBinding, DurableState};
 use crate::channels::messages::{ChannelMsg, PublishBatch, SubscribeRequest};
 use crate::config::{ChannelConfig, SlowConsumerPolicy};
+use crate::connections::io::AbortOnDrop;
 use crate::outbox::Outbox;
+
+/// How often a channel purges expired receipts and applies retention.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Channel data that survives restarts of the channel actor.
 #[derive(Debug)]
@@ -27,10 +39,21 @@ pub struct ChannelShared {
     pub config: ChannelConfig,
     pub path: String,
     pub slow_consumer: SlowConsumerPolicy,
-    /// The id the next published message gets. Ids start at 1 and never
-    /// go back, even across restarts of the actor.
+    /// The id the next published message of an ephemeral channel gets. Ids
+    /// start at 1 and never go back, even across restarts of the actor.
+    /// Durable channels take ids from the store's offsets instead.
     pub next_message_id: AtomicU64,
     pub stats: ChannelStats,
+    pub durable: Option<DurableBinding>,
+    pub schema: Option<Arc<ChannelSchema>>,
+    pub receipts: Mutex<EphemeralReceipts>,
+}
+
+impl ChannelShared {
+    /// The channel's schema id, if it has a schema.
+    pub fn schema_id(&self) -> Option<&str> {
+        self.schema.as_deref().map(ChannelSchema::id)
+    }
 }
 
 /// Per-channel counters for the metrics endpoint.
@@ -41,21 +64,41 @@ pub struct ChannelStats {
     pub delivered_messages: AtomicU64,
     pub delivered_bytes: AtomicU64,
     pub subscriptions: AtomicU64,
+    pub dedup_hits: AtomicU64,
+}
+
+/// How a subscriber currently receives messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Receives each message as the channel handles it.
+    Live,
+    /// A replay task is sending it stored messages; live messages are
+    /// skipped until the replay reaches the head of the stream.
+    CatchingUp,
 }
 
 #[derive(Debug)]
-struct Subscriber {
-    outbox: Arc<Outbox>,
+pub(crate) struct Subscriber {
+    pub outbox: Arc<Outbox>,
+    pub mode: Mode,
+    /// Increases each time a replay starts, so a stale replay report is ignored.
+    pub generation: u64,
+    /// Named durable consumer this subscription acknowledges for.
+    pub consumer: Option<String>,
+    /// Highest offset acknowledged through this subscription.
+    pub acked: u64,
 }
 
 /// Subscriptions keyed by (connection id, subscription id).
-type SubscriberKey = (u64, u64);
+pub(crate) type SubscriberKey = (u64, u64);
 
 pub struct ChannelState {
-    shared: Arc<ChannelShared>,
-    subscribers: HashMap<SubscriberKey, Subscriber>,
-    /// Connection actors this channel monitors, with their subscription count.
-    monitored: HashMap<ActorId, (u64, usize)>,
+    pub(crate) shared: Arc<ChannelShared>,
+    pub(crate) subscribers: HashMap<SubscriberKey, Subscriber>,
+    /// Connection actors this channel monitors, with their connection id.
+    monitored: HashMap<ActorId, u64>,
+    pub(crate) durable: Option<DurableState>,
+    _ticker: AbortOnDrop,
 }
 
 pub struct ChannelActor;
@@ -67,14 +110,37 @@ impl Actor for ChannelActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<ChannelMsg>,
+        myself: ActorRef<ChannelMsg>,
         shared: Arc<ChannelShared>,
     ) -> Result<ChannelState, ActorProcessingErr> {
-        info!(actor = %shared.path, channel = %shared.config.name, "actor started");
+        let durable = match &shared.durable {
+            Some(binding) => Some(DurableState::recover(binding).await?),
+            None => None,
+        };
+        let ticker_target = myself.clone();
+        let ticker = tokio::spawn(async move {
+            let mut interval = tokio::time::interval(MAINTENANCE_INTERVAL);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                if ticker_target.send_message(ChannelMsg::Tick).is_err() {
+                    return;
+                }
+            }
+        });
+        info!(
+            actor = %shared.path,
+            channel = %shared.config.name,
+            durable = durable.is_some(),
+            last_offset = durable.as_ref().map(|state| state.last_appended),
+            "actor started"
+        );
         Ok(ChannelState {
             shared,
             subscribers: HashMap::new(),
             monitored: HashMap::new(),
+            durable,
+            _ticker: AbortOnDrop(ticker),
         })
     }
 
@@ -94,7 +160,16 @@ impl Actor for ChannelActor {
         state: &mut ChannelState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            ChannelMsg::Publish(batch) => state.publish(batch),
+            ChannelMsg::Publish(batch) => {
+                if state.durable.is_some() {
+                    state.publish_durable(&myself, batch);
+                } else {
+                    state.publish_ephemeral(batch);
+                }
+            }
+            ChannelMsg::Appended { batch, first_offset, result } => {
+                state.appended(&myself, batch, first_offset, result)?;
+            }
             ChannelMsg::Subscribe(request) => state.subscribe(&myself, request),
             ChannelMsg::Unsubscribe {
                 connection_id,
@@ -110,9 +185,20 @@ impl Actor for ChannelActor {
                     });
                 }
             }
-            ChannelMsg::Ack { .. } => {
-                // Ephemeral channels keep no consumer positions.
+            ChannelMsg::Ack {
+                connection_id,
+                subscription_id,
+                offset,
+            } => state.ack((connection_id, subscription_id), offset),
+            ChannelMsg::ReplayDone {
+                key,
+                generation,
+                next_offset,
+            } => state.replay_done(&myself, key, generation, next_offset),
+            ChannelMsg::ReplayFailed { key, generation, reason } => {
+                state.replay_failed(key, generation, &reason);
             }
+            ChannelMsg::Tick => state.maintain(),
             ChannelMsg::Crash => {
                 panic!("fault injected into channel \"{}\"", state.shared.config.name)
             }
@@ -129,7 +215,7 @@ impl Actor for ChannelActor {
         // The only events a channel receives come from the connection actors
         // it monitors: a connection that stopped takes its subscriptions along.
         if let SupervisionEvent::ActorTerminated(cell, ..) | SupervisionEvent::ActorFailed(cell, _) = event {
-            if let Some((connection_id, _)) = state.monitored.remove(&cell.get_id()) {
+            if let Some(connection_id) = state.monitored.remove(&cell.get_id()) {
                 myself.unmonitor(cell);
                 state.remove_connection(connection_id);
             }
@@ -139,28 +225,96 @@ impl Actor for ChannelActor {
 }
 
 impl ChannelState {
-    fn publish(&mut self, mut batch: PublishBatch) {
-        let items = batch.take_items();
+    fn publish_ephemeral(&mut self, mut batch: PublishBatch) {
+        let now = Instant::now();
+        let window = self.shared.config.dedup_window;
+        let mut items = batch.take_items();
+
+        // Keyed repeats within the window are answered as duplicates and
+        // never reach a subscriber. Only this actor assigns ids, so the id an
+        // item will get is the counter plus the number of items kept before it.
+        let base_id = self.shared.next_message_id.load(Ordering::Relaxed);
+        let mut kept = Vec::with_capacity(items.len());
+        {
+            let mut receipts = self.shared.receipts.lock().unwrap_or_else(|poison| poison.into_inner());
+            for item in items.drain(..) {
+                if let Some(key) = &item.idempotency_key {
+                    if let Some(original) = receipts.lookup(key, window, now) {
+                        self.shared.stats.dedup_hits.fetch_add(1, Ordering::Relaxed);
+                        batch.reply.push_control(duplicate_ack(item.request_id, original, None));
+                        continue;
+                    }
+                    receipts.insert(key.clone(), base_id + kept.len() as u64, now);
+                }
+                kept.push(item);
+            }
+        }
+        let items = kept;
+        if items.is_empty() {
+            return;
+        }
+
         let first_id = self
             .shared
             .next_message_id
             .fetch_add(items.len() as u64, Ordering::Relaxed);
+        self.count_published(&items);
+        let deliveries = self.fan_out(&items, first_id, None);
+        for (index, item) in items.into_iter().enumerate() {
+            batch.reply.push_control(Frame::PublishAck {
+                request_id: item.request_id,
+                message_id: first_id + index as u64,
+                delivered: deliveries[index] > 0,
+                offset: None,
+                duplicate: false,
+            });
+        }
+    }
+
+    pub(crate) fn count_published(&self, items: &[crate::channels::messages::PublishItem]) {
         let payload_bytes: u64 = items.iter().map(|item| item.payload.len() as u64).sum();
         let stats = &self.shared.stats;
         stats.published_messages.fetch_add(items.len() as u64, Ordering::Relaxed);
         stats.published_bytes.fetch_add(payload_bytes, Ordering::Relaxed);
+    }
 
-        // deliveries[i] counts the subscribers that accepted message i.
+    /// Offers messages `first_id..` to every live subscriber and returns,
+    /// per message, how many subscribers accepted it. Under `durable_policy`
+    /// (durable channels), a subscriber whose outbox is full is switched to
+    /// catching up from the store instead of losing messages; the returned
+    /// list names them with the first offset they missed.
+    pub(crate) fn fan_out(
+        &mut self,
+        items: &[crate::channels::messages::PublishItem],
+        first_id: u64,
+        mut lagging: Option<&mut Vec<(SubscriberKey, u64)>>,
+    ) -> Vec<u32> {
         let mut deliveries = vec![0u32; items.len()];
         let mut dead = Vec::new();
+        let stats = &self.shared.stats;
         for (key, subscriber) in &self.subscribers {
+            if subscriber.mode != Mode::Live {
+                continue;
+            }
             let frames = items.iter().enumerate().map(|(index, item)| Frame::Deliver {
                 subscription_id: key.1,
                 message_id: first_id + index as u64,
                 payload: item.payload.clone(),
                 headers: item.headers.clone(),
             });
-            match subscriber.outbox.push_deliveries(frames, self.shared.slow_consumer) {
+            let accepted = match lagging.as_deref_mut() {
+                Some(lagging) => {
+                    let accepted = subscriber.outbox.push_deliveries_until_full(frames);
+                    if let Some(accepted) = accepted {
+                        if accepted < items.len() {
+                            lagging.push((*key, first_id + accepted as u64));
+                        }
+                    }
+                    accepted
+                }
+                None => subscriber.outbox.push_deliveries(frames, self.shared.slow_consumer),
+            };
+            match accepted {
                 Some(accepted) => {
                     for count in &mut deliveries[..accepted] {
                         *count += 1;
@@ -175,43 +329,61 @@ impl ChannelState {
         for key in dead {
             self.remove_subscriber(key);
         }
-
-        for (index, item) in items.into_iter().enumerate() {
-            batch.reply.push_control(Frame::PublishAck {
-                request_id: item.request_id,
-                message_id: first_id + index as u64,
-                delivered: deliveries[index] > 0,
-                offset: None,
-                duplicate: false,
-            });
-        }
+        deliveries
     }
 
     fn subscribe(&mut self, myself: &ActorRef<ChannelMsg>, request: SubscribeRequest) {
-        let key = (request.connection_id, request.subscription_id);
-        if let Some(accepted) = &request.accept_schemas {
-            // Ephemeral channels without a schema have no id to match.
-            if !accepted.is_empty() {
-                if let Some(request_id) = request.request_id {
-                    request.outbox.push_control(Frame::error(
-                        Some(request_id),
-                        ErrorCode::SchemaMismatch,
-                        format!(
-                            "channel \"{}\" has no schema, but the subscription accepts only {:?}",
-                            self.shared.config.name, accepted
-                        ),
-                    ));
-                }
-                return;
+        if let Err(frame) = self.check_schema(&request) {
+            if request.request_id.is_some() {
+                request.outbox.push_control(frame);
             }
+            reject_subscription(&request);
+            return;
         }
+        let key = (request.connection_id, request.subscription_id);
+        let placement = match self.durable.is_some() {
+            true => match self.place_durable_subscriber(&request) {
+                Ok(placement) => placement,
+                Err(frame) => {
+                    if request.request_id.is_some() {
+                        request.outbox.push_control(frame);
+                    }
+                    reject_subscription(&request);
+                    return;
+                }
+            },
+            false => match request.start {
+                liminal_protocol::StartPosition::Latest => crate::channels::durable::Placement::live(),
+                ref other => {
+                    if let Some(request_id) = request.request_id {
+                        request.outbox.push_control(Frame::error(
+                            Some(request_id),
+                            ErrorCode::InvalidStartPosition,
+                            format!(
+                                "channel \"{}\" is ephemeral and keeps no history, so it cannot start at {other:?}; subscribe from latest",
+                                self.shared.config.name
+                            ),
+                        ));
+                    }
+                    reject_subscription(&request);
+                    return;
+                }
+            },
+        };
+
         let cell_id = request.connection.get_id();
-        let entry = self.monitored.entry(cell_id).or_insert_with(|| {
+        self.monitored.entry(cell_id).or_insert_with(|| {
             myself.monitor(request.connection.clone());
-            (request.connection_id, 0)
+            request.connection_id
         });
-        if self.subscribers.insert(key, Subscriber { outbox: request.outbox.clone() }).is_none() {
-            entry.1 += 1;
+        let subscriber = Subscriber {
+            outbox: request.outbox.clone(),
+            mode: Mode::Live,
+            generation: 0,
+            consumer: placement.consumer.clone(),
+            acked: placement.acked,
+        };
+        if self.subscribers.insert(key, subscriber).is_none() {
             self.shared.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
         }
         debug!(
@@ -219,20 +391,43 @@ impl ChannelState {
             conn_id = request.connection_id,
             subscription_id = request.subscription_id,
             reattach = request.request_id.is_none(),
+            start_offset = placement.start_offset,
             "subscriber registered"
         );
         if let Some(request_id) = request.request_id {
             request.outbox.push_control(Frame::Subscribed {
                 request_id,
                 subscription_id: request.subscription_id,
-                schema_id: None,
-                start_offset: None,
-                truncated: false,
+                schema_id: self.shared.schema_id().map(str::to_owned),
+                start_offset: placement.start_offset,
+                truncated: placement.truncated,
             });
+        }
+        if let Some(from) = placement.replay_from {
+            self.start_replay(myself, key, from);
         }
     }
 
-    fn remove_subscriber(&mut self, key: SubscriberKey) -> Option<Subscriber> {
+    fn check_schema(&self, request: &SubscribeRequest) -> Result<(), Frame> {
+        let Some(accepted) = &request.accept_schemas else {
+            return Ok(());
+        };
+        let channel_id = self.shared.schema_id();
+        if channel_id.is_some_and(|id| accepted.iter().any(|candidate| candidate == id)) {
+            return Ok(());
+        }
+        let described = channel_id.map_or_else(|| "no schema".to_owned(), |id| format!("schema {id}"));
+        Err(Frame::error(
+            request.request_id,
+            ErrorCode::SchemaMismatch,
+            format!(
+                "channel \"{}\" has {described}, which is not among the accepted schemas {accepted:?}",
+                self.shared.config.name
+            ),
+        ))
+    }
+
+    pub(crate) fn remove_subscriber(&mut self, key: SubscriberKey) -> Option<Subscriber> {
         let removed = self.subscribers.remove(&key)?;
         self.shared.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
         Some(removed)
@@ -249,5 +444,38 @@ impl ChannelState {
             self.remove_subscriber(key);
         }
         debug!(actor = %self.shared.path, conn_id = connection_id, "connection gone, subscriptions removed");
+    }
+
+    fn maintain(&mut self) {
+        let now = Instant::now();
+        self.shared
+            .receipts
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .purge(self.shared.config.dedup_window, now);
+        if self.durable.is_some() {
+            self.maintain_durable();
+        }
+    }
+}
+
+/// Tells the connection that a subscription it registered was refused, so
+/// it forgets the id (the client already got the `Error`).
+fn reject_subscription(request: &SubscribeRequest) {
+    let _ = request
+        .connection
+        .send_message(crate::connections::connection::ConnectionMsg::SubscriptionRejected {
+            subscription_id: request.subscription_id,
+        });
+}
+
+/// The ack for a publish whose idempotency key was already used.
+pub(crate) fn duplicate_ack(request_id: u64, original_id: u64, offset: Option<u64>) -> Frame {
+    Frame::PublishAck {
+        request_id,
+        message_id: original_id,
+        delivered: false,
+        offset,
+        duplicate: true,
     }
 }

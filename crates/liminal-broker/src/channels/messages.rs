@@ -65,7 +65,7 @@ impl Drop for PublishBatch {
                 Some(item.request_id),
                 ErrorCode::ChannelUnavailable,
                 format!(
-                    "channel \"{}\" stopped before handling the publish; it was not delivered, retry it",
+                    "channel \"{}\" stopped before acknowledging the publish, so it may or may not have been delivered or stored; retry it, with an idempotency key to avoid a duplicate",
                     self.channel
                 ),
             ));
@@ -106,6 +106,27 @@ pub enum ChannelMsg {
         subscription_id: u64,
         offset: u64,
     },
+    /// The store finished writing a durable batch whose first record has
+    /// `first_offset`; `result` carries the store's error text on failure.
+    Appended {
+        batch: PublishBatch,
+        first_offset: u64,
+        result: Result<(), String>,
+    },
+    /// A replay task sent every stored message below `next_offset`.
+    ReplayDone {
+        key: (u64, u64),
+        generation: u64,
+        next_offset: u64,
+    },
+    /// A replay task could not read the store.
+    ReplayFailed {
+        key: (u64, u64),
+        generation: u64,
+        reason: String,
+    },
+    /// Periodic maintenance: receipt expiry and retention.
+    Tick,
     /// Fault injection: the channel actor panics on receipt.
     Crash,
 }

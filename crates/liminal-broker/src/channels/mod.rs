@@ -8,12 +8,18 @@
 //! registry is off the per-message path.
 
 pub mod channel;
+mod dedup;
+pub mod durable;
 pub mod messages;
+mod replay;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
+
+use liminal_store::{GroupId, Store};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tracing::{error, info, warn};
@@ -21,7 +27,20 @@ use tracing::{error, info, warn};
 use crate::config::{BrokerConfig, ChannelConfig};
 use crate::supervision::{RestartBudget, TreeNode};
 use channel::{ChannelActor, ChannelShared, ChannelStats};
+use durable::DurableBinding;
 use messages::ChannelMsg;
+
+/// The replication group of every channel on a single node. With clustering,
+/// channels are spread over several groups, each one Raft state machine.
+pub const LOCAL_GROUP: GroupId = GroupId(0);
+
+/// What a connection keeps for a channel it uses: the actor to send to and
+/// the shared data it needs before sending (the schema).
+#[derive(Debug, Clone)]
+pub struct ChannelHandle {
+    pub actor: ActorRef<ChannelMsg>,
+    pub shared: Arc<ChannelShared>,
+}
 
 /// Why a channel could not be resolved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,13 +58,13 @@ pub enum ChannelsMsg {
     /// and automatic creation is on.
     Resolve {
         name: String,
-        reply: RpcReplyPort<Result<ActorRef<ChannelMsg>, ResolveError>>,
+        reply: RpcReplyPort<Result<ChannelHandle, ResolveError>>,
     },
     /// Returns the channel's current actor without creating anything; used
     /// by subscribers to re-attach after a channel restart.
     Lookup {
         name: String,
-        reply: RpcReplyPort<Option<ActorRef<ChannelMsg>>>,
+        reply: RpcReplyPort<Option<ChannelHandle>>,
     },
     /// Returns the shared state of every channel (for metrics).
     Channels(RpcReplyPort<Vec<Arc<ChannelShared>>>),
@@ -59,8 +78,18 @@ struct ChannelEntry {
     budget: RestartBudget,
 }
 
+impl ChannelEntry {
+    fn handle(&self) -> ChannelHandle {
+        ChannelHandle {
+            actor: self.actor.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
 pub struct ChannelsState {
     config: Arc<BrokerConfig>,
+    store: Option<Arc<Store>>,
     path: String,
     entries: HashMap<String, ChannelEntry>,
     by_actor: HashMap<ActorId, String>,
@@ -71,16 +100,17 @@ pub struct ChannelsSupervisor;
 impl Actor for ChannelsSupervisor {
     type Msg = ChannelsMsg;
     type State = ChannelsState;
-    type Arguments = (Arc<BrokerConfig>, String);
+    type Arguments = (Arc<BrokerConfig>, Option<Arc<Store>>, String);
 
     async fn pre_start(
         &self,
         myself: ActorRef<ChannelsMsg>,
-        (config, path): (Arc<BrokerConfig>, String),
+        (config, store, path): Self::Arguments,
     ) -> Result<ChannelsState, ActorProcessingErr> {
         info!(actor = %path, "actor started");
         let mut state = ChannelsState {
             config: config.clone(),
+            store,
             path,
             entries: HashMap::new(),
             by_actor: HashMap::new(),
@@ -112,7 +142,7 @@ impl Actor for ChannelsSupervisor {
                 let _ = reply.send(result);
             }
             ChannelsMsg::Lookup { name, reply } => {
-                let _ = reply.send(state.entries.get(&name).map(|entry| entry.actor.clone()));
+                let _ = reply.send(state.entries.get(&name).map(ChannelEntry::handle));
             }
             ChannelsMsg::Channels(reply) => {
                 let _ = reply.send(state.entries.values().map(|entry| entry.shared.clone()).collect());
@@ -155,43 +185,62 @@ impl ChannelsState {
         &mut self,
         myself: &ActorRef<ChannelsMsg>,
         config: ChannelConfig,
-    ) -> Result<ActorRef<ChannelMsg>, ActorProcessingErr> {
+    ) -> Result<ChannelHandle, ActorProcessingErr> {
         let name = config.name.clone();
+        let durable = if config.durable {
+            Some(self.bind_durable(&name).await?)
+        } else {
+            None
+        };
         let shared = Arc::new(ChannelShared {
             path: format!("{}/{name}", self.path),
             slow_consumer: config.slow_consumer.unwrap_or(self.config.slow_consumer),
+            schema: config.schema.clone(),
             config,
             next_message_id: AtomicU64::new(1),
             stats: ChannelStats::default(),
+            durable,
+            receipts: Mutex::default(),
         });
         let (actor, _) = Actor::spawn_linked(None, ChannelActor, shared.clone(), myself.get_cell()).await?;
         self.by_actor.insert(actor.get_id(), name.clone());
-        self.entries.insert(
-            name,
-            ChannelEntry {
-                shared,
-                actor: actor.clone(),
-                budget: RestartBudget::new(self.config.restart_intensity),
-            },
-        );
-        Ok(actor)
+        let entry = ChannelEntry {
+            shared,
+            actor,
+            budget: RestartBudget::new(self.config.restart_intensity),
+        };
+        let handle = entry.handle();
+        self.entries.insert(name, entry);
+        Ok(handle)
     }
 
-    async fn resolve(
-        &mut self,
-        myself: &ActorRef<ChannelsMsg>,
-        name: &str,
-    ) -> Result<ActorRef<ChannelMsg>, ResolveError> {
+    /// Finds (or registers) a durable channel's id in the store.
+    async fn bind_durable(&self, name: &str) -> Result<DurableBinding, ActorProcessingErr> {
+        let Some(store) = self.store.clone() else {
+            return Err(format!("channel \"{name}\" is durable, but the broker runs without a store").into());
+        };
+        let lookup_store = store.clone();
+        let lookup_name = name.to_owned();
+        let channel = tokio::task::spawn_blocking(move || lookup_store.channel_id(LOCAL_GROUP, &lookup_name)).await??;
+        Ok(DurableBinding {
+            store,
+            group: LOCAL_GROUP,
+            channel,
+            name: name.to_owned(),
+        })
+    }
+
+    async fn resolve(&mut self, myself: &ActorRef<ChannelsMsg>, name: &str) -> Result<ChannelHandle, ResolveError> {
         if let Some(entry) = self.entries.get(name) {
-            return Ok(entry.actor.clone());
+            return Ok(entry.handle());
         }
         if !self.config.auto_create_channels {
             return Err(ResolveError::Unknown(name.to_owned()));
         }
         match self.start_channel(myself, ChannelConfig::ephemeral(name)).await {
-            Ok(actor) => {
+            Ok(handle) => {
                 info!(actor = %format!("{}/{name}", self.path), channel = name, "channel created on first use");
-                Ok(actor)
+                Ok(handle)
             }
             Err(spawn_error) => {
                 error!(channel = name, error = %spawn_error, "failed to start channel actor");

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 use crate::channels::messages::{ChannelMsg, InflightPermit, PublishBatch, PublishItem};
 use crate::connections::context::ConnectionContext;
 use crate::connections::io::{AbortOnDrop, read_frames, write_frames};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, OutboxStats};
 
 /// The messages of a connection actor. Frames come from its reader task;
 /// the rest report on the socket tasks.
@@ -34,6 +34,16 @@ pub enum ConnectionMsg {
     WriterFinished(String),
     /// A channel rejected a subscription this actor had registered.
     SubscriptionRejected { subscription_id: u64 },
+    /// Graceful drain: send `Draining`, reject new work, and signal
+    /// `drained` once every in-flight publish of this connection is answered.
+    Drain {
+        deadline_ms: u64,
+        drained: tokio::sync::oneshot::Sender<()>,
+    },
+    /// End of a drain: write what is queued, then close the socket.
+    Close,
+    /// From a conversation or participant actor (see `conversations`).
+    Conversation(crate::conversations::ConversationEvent),
 }
 
 /// What the connections supervisor passes to a new connection actor.
@@ -43,6 +53,8 @@ pub struct ConnectionArgs {
     pub id: u64,
     pub path: String,
     pub context: Arc<ConnectionContext>,
+    /// Slow-consumer counters shared by all connections.
+    pub outbox_stats: Arc<OutboxStats>,
 }
 
 #[derive(Debug)]
@@ -59,8 +71,15 @@ pub struct ConnectionState {
     pub(crate) outbox: Arc<Outbox>,
     inflight: Arc<Semaphore>,
     greeted: bool,
-    pub(crate) channels: HashMap<String, ActorRef<ChannelMsg>>,
+    /// Set by `Drain`: publishes, subscribes and other new work are rejected
+    /// with the `draining` code.
+    draining: bool,
+    /// Waits for this connection's in-flight publishes during a drain.
+    drain_waiter: Option<AbortOnDrop>,
+    pub(crate) channels: HashMap<String, crate::channels::ChannelHandle>,
     pub(crate) subscriptions: HashMap<u64, Subscription>,
+    /// Conversations this connection opened or serves as a worker.
+    pub(crate) conversation_routes: crate::conversations::ConversationRoutes,
     /// Channel actors this connection monitors, by actor id.
     pub(crate) watched: HashMap<ActorId, String>,
     pub(crate) next_subscription_id: u64,
@@ -90,7 +109,7 @@ impl Actor for ConnectionActor {
         let limits = args.context.config.limits;
         let _ = args.stream.set_nodelay(true);
         let (read_half, write_half) = args.stream.into_split();
-        let outbox = Arc::new(Outbox::new(limits.max_outbound_bytes));
+        let outbox = Arc::new(Outbox::with_stats(limits.max_outbound_bytes, args.outbox_stats));
         let inflight = Arc::new(Semaphore::new(limits.max_inflight_publishes));
         let reader = tokio::spawn(read_frames(
             read_half,
@@ -108,8 +127,11 @@ impl Actor for ConnectionActor {
             outbox,
             inflight,
             greeted: false,
+            draining: false,
+            drain_waiter: None,
             channels: HashMap::new(),
             subscriptions: HashMap::new(),
+            conversation_routes: Default::default(),
             watched: HashMap::new(),
             next_subscription_id: 1,
             _reader: AbortOnDrop(reader),
@@ -146,6 +168,9 @@ impl Actor for ConnectionActor {
             ConnectionMsg::SubscriptionRejected { subscription_id } => {
                 state.subscriptions.remove(&subscription_id);
             }
+            ConnectionMsg::Drain { deadline_ms, drained } => state.start_drain(deadline_ms, drained),
+            ConnectionMsg::Close => state.outbox.close(None),
+            ConnectionMsg::Conversation(event) => state.handle_conversation_event(event),
         }
         Ok(())
     }
@@ -188,6 +213,10 @@ impl ConnectionState {
                         self.outbox.push_control(error);
                         continue;
                     }
+                    if let Err(error) = self.check_schema(request_id, &channel, &payload).await {
+                        self.outbox.push_control(error);
+                        continue;
+                    }
                     let item = PublishItem {
                         request_id,
                         payload,
@@ -216,6 +245,9 @@ impl ConnectionState {
     fn check_publish(&self, request_id: u64, channel: &str, key: Option<&str>) -> Result<(), Frame> {
         if !self.greeted {
             return Err(hello_required(Some(request_id), "Publish"));
+        }
+        if self.draining {
+            return Err(draining_error(request_id, "Publish"));
         }
         crate::names::validate_channel_name(channel)
             .map_err(|message| Frame::error(Some(request_id), ErrorCode::InvalidRequest, message))?;
@@ -277,6 +309,15 @@ impl ConnectionState {
                 .push_control(hello_required(request_id_of(&frame), frame.name()));
             return;
         }
+        if self.draining {
+            if let Frame::Subscribe { request_id, .. }
+            | Frame::OpenConversation { request_id, .. }
+            | Frame::RegisterResponder { request_id, .. } = &frame
+            {
+                self.outbox.push_control(draining_error(*request_id, frame.name()));
+                return;
+            }
+        }
         match frame {
             Frame::Ping { nonce } => {
                 self.outbox.push_control(Frame::Pong { nonce });
@@ -297,6 +338,12 @@ impl ConnectionState {
                 offset,
             } => self.ack(subscription_id, offset),
             Frame::InjectFault { request_id, target } => self.inject_fault(request_id, &target).await,
+            frame @ (Frame::OpenConversation { .. }
+            | Frame::ConversationMessage { .. }
+            | Frame::CloseConversation { .. }
+            | Frame::RegisterResponder { .. }
+            | Frame::UnregisterResponder { .. }
+            | Frame::WorkerReply { .. }) => self.handle_conversation_frame(myself, frame),
             other => {
                 let name = other.name();
                 self.outbox.push_control(Frame::error(
@@ -363,11 +410,15 @@ impl ConnectionState {
         if target == "connection" {
             panic!("fault injected into connection {}", self.id);
         }
+        if let Some(conversation_id) = target.strip_prefix("participant/") {
+            self.inject_participant_fault(request_id, conversation_id);
+            return;
+        }
         let Some(channel) = target.strip_prefix("channel/") else {
             self.outbox.push_control(Frame::error(
                 Some(request_id),
                 ErrorCode::InvalidRequest,
-                format!("unknown fault target \"{target}\"; expected \"connection\" or \"channel/NAME\""),
+                format!("unknown fault target \"{target}\"; expected \"connection\", \"channel/NAME\" or \"participant/CONVERSATION_ID\""),
             ));
             return;
         };
@@ -415,6 +466,38 @@ pub(crate) fn request_id_of(frame: &Frame) -> Option<u64> {
         | Frame::InjectFault { request_id, .. } => Some(*request_id),
         _ => None,
     }
+}
+
+impl ConnectionState {
+    /// Starts this connection's part of a graceful drain. The waiter takes
+    /// every in-flight permit once: all permits free means every publish
+    /// this connection forwarded has its ack or error queued in the outbox.
+    /// The waiter lives in the state, so if the actor stops first, dropping
+    /// it drops `drained` and the broker stops waiting for this connection.
+    fn start_drain(&mut self, deadline_ms: u64, drained: tokio::sync::oneshot::Sender<()>) {
+        self.draining = true;
+        self.outbox.push_control(Frame::Draining { deadline_ms });
+        let inflight = self.inflight.clone();
+        let permits = self.context.config.limits.max_inflight_publishes as u32;
+        let waiter = tokio::spawn(async move {
+            // Released at once: the reader must keep reading, so that
+            // publishes sent after `Draining` are rejected, not left unread.
+            if let Ok(all) = inflight.acquire_many(permits).await {
+                drop(all);
+            }
+            let _ = drained.send(());
+        });
+        self.drain_waiter = Some(AbortOnDrop(waiter));
+        debug!(actor = %self.path, conn_id = self.id, deadline_ms, "connection draining");
+    }
+}
+
+fn draining_error(request_id: u64, frame_name: &str) -> Frame {
+    Frame::error(
+        Some(request_id),
+        ErrorCode::Draining,
+        format!("{frame_name} rejected: the server is shutting down; retry on another server or after it restarts"),
+    )
 }
 
 fn hello_required(request_id: Option<u64>, frame_name: &str) -> Frame {

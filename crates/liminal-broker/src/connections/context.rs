@@ -7,10 +7,12 @@ use ractor::ActorRef;
 
 use crate::channels::ChannelsMsg;
 use crate::config::BrokerConfig;
+use crate::conversations::ConversationsHandle;
 
 /// Shared, read-only context of all connections of one broker.
 #[derive(Debug)]
 pub struct ConnectionContext {
     pub config: Arc<BrokerConfig>,
     pub channels: ActorRef<ChannelsMsg>,
+    pub conversations: ConversationsHandle,
 }

@@ -8,7 +8,7 @@ use ractor::ActorRef;
 use tracing::{info, warn};
 
 use crate::channels::messages::{ChannelMsg, SubscribeRequest};
-use crate::channels::{ChannelsMsg, ResolveError};
+use crate::channels::{ChannelHandle, ChannelsMsg, ResolveError};
 use crate::connections::connection::{ConnectionMsg, ConnectionState, Subscription};
 
 /// How long a connection waits for the channels supervisor to answer.
@@ -43,8 +43,13 @@ impl From<ResolveError> for ChannelFailure {
 impl ConnectionState {
     /// Returns the channel's actor from the cache or from the registry.
     pub(crate) async fn channel_actor(&mut self, name: &str) -> Result<ActorRef<ChannelMsg>, ChannelFailure> {
-        if let Some(actor) = self.channels.get(name) {
-            return Ok(actor.clone());
+        self.channel_handle(name).await.map(|handle| handle.actor)
+    }
+
+    /// Returns the channel's handle from the cache or from the registry.
+    pub(crate) async fn channel_handle(&mut self, name: &str) -> Result<ChannelHandle, ChannelFailure> {
+        if let Some(handle) = self.channels.get(name) {
+            return Ok(handle.clone());
         }
         let answer = self
             .context
@@ -58,9 +63,9 @@ impl ConnectionState {
             )
             .await;
         match answer {
-            Ok(ractor::rpc::CallResult::Success(Ok(actor))) => {
-                self.channels.insert(name.to_owned(), actor.clone());
-                Ok(actor)
+            Ok(ractor::rpc::CallResult::Success(Ok(handle))) => {
+                self.channels.insert(name.to_owned(), handle.clone());
+                Ok(handle)
             }
             Ok(ractor::rpc::CallResult::Success(Err(error))) => Err(error.into()),
             _ => Err(ChannelFailure {
@@ -68,6 +73,26 @@ impl ConnectionState {
                 message: format!("channel registry did not answer for channel \"{name}\"; retry later"),
             }),
         }
+    }
+
+    /// Validates a payload against the channel's schema, if it has one.
+    /// Runs here, in the publishing connection, so that an expensive schema
+    /// costs the publisher's actor time rather than serializing the channel.
+    pub(crate) async fn check_schema(&mut self, request_id: u64, channel: &str, payload: &[u8]) -> Result<(), Frame> {
+        let handle = self
+            .channel_handle(channel)
+            .await
+            .map_err(|failure| failure.frame(Some(request_id)))?;
+        let Some(schema) = &handle.shared.schema else {
+            return Ok(());
+        };
+        schema.validate(payload).map_err(|failure| {
+            Frame::error(
+                Some(request_id),
+                ErrorCode::SchemaValidationFailed,
+                format!("channel \"{channel}\": {failure}"),
+            )
+        })
     }
 
     pub(crate) async fn subscribe(
@@ -140,7 +165,7 @@ impl ConnectionState {
         let sent = self
             .channels
             .get(&subscription.channel)
-            .map(|actor| actor.send_message(message).is_ok())
+            .map(|handle| handle.actor.send_message(message).is_ok())
             .unwrap_or(false);
         if !sent {
             // The channel is gone, so no delivery can follow this answer.
@@ -156,8 +181,8 @@ impl ConnectionState {
             self.outbox.push_control(unknown_subscription(None, subscription_id));
             return;
         };
-        if let Some(actor) = self.channels.get(&subscription.channel) {
-            let _ = actor.send_message(ChannelMsg::Ack {
+        if let Some(handle) = self.channels.get(&subscription.channel) {
+            let _ = handle.actor.send_message(ChannelMsg::Ack {
                 connection_id: self.id,
                 subscription_id,
                 offset,
@@ -178,30 +203,14 @@ impl ConnectionState {
     /// the client with `SubscriptionLost` when the channel did not come back.
     pub(crate) async fn reattach(&mut self, myself: &ActorRef<ConnectionMsg>, channel: &str) {
         self.channels.remove(channel);
-        let current = self
-            .context
-            .channels
-            .call(
-                |reply| ChannelsMsg::Lookup {
-                    name: channel.to_owned(),
-                    reply,
-                },
-                Some(REGISTRY_TIMEOUT),
-            )
-            .await;
-        let actor = match current {
-            Ok(ractor::rpc::CallResult::Success(Some(actor))) if actor.get_status() == ractor::ActorStatus::Running => {
-                Some(actor)
-            }
-            _ => None,
-        };
+        let handle = self.lookup_restarted(channel).await;
         let affected: Vec<u64> = self
             .subscriptions
             .iter()
             .filter(|(_, subscription)| subscription.channel == channel)
             .map(|(id, _)| *id)
             .collect();
-        let Some(actor) = actor else {
+        let Some(handle) = handle else {
             for subscription_id in affected {
                 self.subscriptions.remove(&subscription_id);
                 warn!(actor = %self.path, conn_id = self.id, channel, subscription_id, "subscription lost");
@@ -212,7 +221,8 @@ impl ConnectionState {
             }
             return;
         };
-        self.channels.insert(channel.to_owned(), actor.clone());
+        let actor = handle.actor.clone();
+        self.channels.insert(channel.to_owned(), handle);
         self.watch(myself, &actor, channel);
         for subscription_id in affected {
             let subscription = &self.subscriptions[&subscription_id];
@@ -228,6 +238,43 @@ impl ConnectionState {
             let _ = actor.send_message(ChannelMsg::Subscribe(request));
         }
         info!(actor = %self.path, conn_id = self.id, channel, "subscriptions re-attached to restarted channel");
+    }
+}
+
+/// How many times, and how far apart, a connection asks for a restarted
+/// channel. The supervisor may not have handled the crash yet when the
+/// connection first asks; it restarts a channel within milliseconds.
+const REATTACH_ATTEMPTS: u32 = 20;
+const REATTACH_BACKOFF: Duration = Duration::from_millis(25);
+
+impl ConnectionState {
+    /// Returns the running actor of `channel` after its previous actor
+    /// exited, or `None` if no new actor appears within the attempts.
+    async fn lookup_restarted(&self, channel: &str) -> Option<ChannelHandle> {
+        for _attempt in 0..REATTACH_ATTEMPTS {
+            let current = self
+                .context
+                .channels
+                .call(
+                    |reply| ChannelsMsg::Lookup {
+                        name: channel.to_owned(),
+                        reply,
+                    },
+                    Some(REGISTRY_TIMEOUT),
+                )
+                .await;
+            match current {
+                Ok(ractor::rpc::CallResult::Success(Some(handle)))
+                    if handle.actor.get_status() == ractor::ActorStatus::Running =>
+                {
+                    return Some(handle);
+                }
+                Ok(ractor::rpc::CallResult::Success(Some(_))) => tokio::time::sleep(REATTACH_BACKOFF).await,
+                // The channel is gone from the registry, or the registry itself is down.
+                _ => return None,
+            }
+        }
+        None
     }
 }
 

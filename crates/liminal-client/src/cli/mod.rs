@@ -2,6 +2,7 @@
 
 mod publish;
 mod subscribe;
+pub mod tree;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,8 @@ pub enum Command {
     Pub(publish::PubArgs),
     /// Print messages from CHANNEL, one per line.
     Sub(subscribe::SubArgs),
+    /// Print the server's live supervision tree with restart counts.
+    Tree(tree::TreeArgs),
 }
 
 /// Runs the CLI; errors are printed by the binary.
@@ -34,6 +37,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     match &args.command {
         Command::Pub(command) => publish::run(&connect(&args).await?, command).await,
         Command::Sub(command) => subscribe::run(&connect(&args).await?, command).await,
+        Command::Tree(command) => tree::run(command).await,
     }
 }
 

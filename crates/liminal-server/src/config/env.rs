@@ -23,6 +23,8 @@ pub const OVERRIDES: &[(&str, &[&str], Kind)] = &[
     ("LIMINAL_SERVER_ID", &["server_id"], Kind::String),
     ("LIMINAL_FAULT_INJECTION", &["fault_injection"], Kind::Boolean),
     ("LIMINAL_SLOW_CONSUMER", &["slow_consumer"], Kind::String),
+    ("LIMINAL_FSYNC", &["fsync"], Kind::String),
+    ("LIMINAL_FSYNC_INTERVAL_MS", &["fsync_interval_ms"], Kind::Integer),
     ("LIMINAL_LIMITS_MAX_CONNECTIONS", &["limits", "max_connections"], Kind::Integer),
     (
         "LIMINAL_LIMITS_MAX_SUBSCRIPTIONS_PER_CONNECTION",
@@ -40,6 +42,23 @@ pub const OVERRIDES: &[(&str, &[&str], Kind)] = &[
     ("LIMINAL_SUPERVISION_MAX_RESTARTS", &["supervision", "max_restarts"], Kind::Integer),
     ("LIMINAL_SUPERVISION_RESTART_WINDOW_MS", &["supervision", "restart_window_ms"], Kind::Integer),
     ("LIMINAL_AUTH_TOKEN", &["auth", "token"], Kind::String),
+    (
+        "LIMINAL_CONVERSATIONS_UNKNOWN_SUBJECT",
+        &["conversations", "unknown_subject"],
+        Kind::String,
+    ),
+    ("LIMINAL_CONVERSATIONS_PREFER", &["conversations", "prefer"], Kind::String),
+    (
+        "LIMINAL_CONVERSATIONS_MAX_QUEUED_MESSAGES",
+        &["conversations", "max_queued_messages"],
+        Kind::Integer,
+    ),
+    (
+        "LIMINAL_CONVERSATIONS_IDLE_TIMEOUT_MS",
+        &["conversations", "idle_timeout_ms"],
+        Kind::Integer,
+    ),
+    ("LIMINAL_CONVERSATIONS_CRASH_POLICY", &["conversations", "crash_policy"], Kind::String),
 ];
 
 /// Variables with the `LIMINAL_` prefix that belong to the CLI, not the server.

@@ -25,6 +25,12 @@ pub struct ConfigFile {
     /// Default slow-consumer policy: "drop" or "disconnect".
     #[serde(default = "default_slow_consumer")]
     pub slow_consumer: String,
+    /// When durable writes are synced to disk: "always", "interval" or "never".
+    #[serde(default = "default_fsync")]
+    pub fsync: String,
+    /// Longest time between syncs under `fsync = "interval"`, in milliseconds.
+    #[serde(default = "default_fsync_interval_ms")]
+    pub fsync_interval_ms: u64,
     #[serde(default)]
     pub limits: LimitsFile,
     #[serde(default)]
@@ -33,6 +39,16 @@ pub struct ConfigFile {
     pub auth: AuthFile,
     #[serde(default)]
     pub channels: Vec<ChannelFile>,
+    #[serde(default)]
+    pub conversations: ConversationsFile,
+}
+
+fn default_fsync() -> String {
+    "always".to_owned()
+}
+
+fn default_fsync_interval_ms() -> u64 {
+    10
 }
 
 fn default_slow_consumer() -> String {
@@ -112,4 +128,35 @@ pub struct ChannelFile {
     /// Oldest message age kept, for example "7d".
     #[serde(default)]
     pub max_age: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConversationsFile {
+    /// A subject without any responder: "echo" (built-in echo responder) or "reject" (`no_responder`).
+    pub unknown_subject: String,
+    /// Who serves a subject that has both kinds of responder: "in_process" or "remote".
+    pub prefer: String,
+    /// Messages a conversation holds before its participant handled them.
+    pub max_queued_messages: u64,
+    /// A conversation without traffic for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// What a participant crash does: "fail" or "restart".
+    pub crash_policy: String,
+    /// Per-subject crash policies that override `crash_policy`.
+    pub crash_policies: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for ConversationsFile {
+    fn default() -> ConversationsFile {
+        let defaults = liminal_broker::ConversationsConfig::default();
+        ConversationsFile {
+            unknown_subject: "echo".to_owned(),
+            prefer: "in_process".to_owned(),
+            max_queued_messages: defaults.max_queued_messages as u64,
+            idle_timeout_ms: defaults.idle_timeout.as_millis() as u64,
+            crash_policy: "fail".to_owned(),
+            crash_policies: std::collections::BTreeMap::new(),
+        }
+    }
 }

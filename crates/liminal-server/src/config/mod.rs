@@ -11,9 +11,16 @@ pub mod file;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use liminal_broker::{BrokerConfig, ChannelConfig, Limits, RestartIntensity, RetentionConfig, SlowConsumerPolicy};
+use liminal_schema::ChannelSchema;
+
+use liminal_broker::{
+    FsyncPolicy, PersistenceConfig,
+    BrokerConfig, ChannelConfig, ConversationsConfig, CrashPolicy, Limits, ResponderPreference, RestartIntensity,
+    RetentionConfig, SlowConsumerPolicy, UnknownSubjectPolicy,
+};
 
 pub use file::ConfigFile;
 
@@ -33,6 +40,8 @@ pub enum ConfigError {
         value: String,
         expected: String,
     },
+    #[error("config key `{key}` of channel \"{channel}\": {reason}")]
+    Schema { key: String, channel: String, reason: String },
     #[error("config key `{key}` has invalid value {value:?}: {reason}")]
     InvalidValue { key: String, value: String, reason: String },
 }
@@ -227,13 +236,18 @@ fn channel_config(index: usize, channel: &file::ChannelFile, base_dir: &Path) ->
             "retention limits apply only to durable channels; set durable = true or remove them",
         ));
     }
-    if channel.durable {
-        return Err(invalid(
-            &key("durable"),
-            "true",
-            format!("channel \"{}\": durable channels are not available in this build", channel.name),
-        ));
-    }
+    let schema = match &channel.schema {
+        Some(relative) => {
+            let path = base_dir.join(relative);
+            let schema = ChannelSchema::load(&path).map_err(|error| ConfigError::Schema {
+                key: key("schema"),
+                channel: channel.name.clone(),
+                reason: error.to_string(),
+            })?;
+            Some(Arc::new(schema))
+        }
+        None => None,
+    };
     Ok(ChannelConfig {
         name: channel.name.clone(),
         durable: channel.durable,
@@ -244,7 +258,7 @@ fn channel_config(index: usize, channel: &file::ChannelFile, base_dir: &Path) ->
         },
         slow_consumer,
         dedup_window,
-        schema: channel.schema.as_ref().map(|schema| base_dir.join(schema)),
+        schema,
     })
 }
 
@@ -264,6 +278,7 @@ fn broker_config(file: &ConfigFile, base_dir: &Path) -> Result<BrokerConfig, Con
             return Err(invalid("auth.token", "", "must not be empty; remove the key to disable auth"));
         }
     }
+    let persistence = persistence(file, &channels)?;
     Ok(BrokerConfig {
         server_id: file.server_id.clone().unwrap_or_else(|| "liminal".to_owned()),
         channels,
@@ -276,6 +291,77 @@ fn broker_config(file: &ConfigFile, base_dir: &Path) -> Result<BrokerConfig, Con
         slow_consumer: slow_consumer_policy("slow_consumer", &file.slow_consumer)?,
         auth_token: file.auth.token.clone(),
         fault_injection: file.fault_injection,
+        conversations: conversations_config(&file.conversations)?,
+        persistence,
+    })
+}
+
+/// The store settings, when any channel is durable. The store lives in the
+/// `store` directory below `persistence_path`, which is relative to the
+/// working directory.
+fn persistence(file: &ConfigFile, channels: &[ChannelConfig]) -> Result<Option<PersistenceConfig>, ConfigError> {
+    let fsync = match file.fsync.as_str() {
+        "always" => FsyncPolicy::Always,
+        "interval" => FsyncPolicy::Interval(Duration::from_millis(positive(
+            "fsync_interval_ms",
+            file.fsync_interval_ms,
+        )?)),
+        "never" => FsyncPolicy::Never,
+        other => return Err(invalid("fsync", other, "expected \"always\", \"interval\" or \"never\"")),
+    };
+    if !channels.iter().any(|channel| channel.durable) {
+        return Ok(None);
+    }
+    Ok(Some(PersistenceConfig {
+        path: PathBuf::from(&file.persistence_path).join("store"),
+        fsync,
+    }))
+}
+
+fn crash_policy(key: &str, value: &str) -> Result<CrashPolicy, ConfigError> {
+    match value {
+        "fail" => Ok(CrashPolicy::Fail),
+        "restart" => Ok(CrashPolicy::Restart),
+        _ => Err(invalid(key, value, "expected \"fail\" or \"restart\"")),
+    }
+}
+
+fn conversations_config(file: &file::ConversationsFile) -> Result<ConversationsConfig, ConfigError> {
+    let unknown_subject = match file.unknown_subject.as_str() {
+        "echo" => UnknownSubjectPolicy::Echo,
+        "reject" => UnknownSubjectPolicy::Reject,
+        other => {
+            return Err(invalid(
+                "conversations.unknown_subject",
+                other,
+                "expected \"echo\" or \"reject\"",
+            ));
+        }
+    };
+    let prefer = match file.prefer.as_str() {
+        "in_process" => ResponderPreference::InProcess,
+        "remote" => ResponderPreference::Remote,
+        other => {
+            return Err(invalid(
+                "conversations.prefer",
+                other,
+                "expected \"in_process\" or \"remote\"",
+            ));
+        }
+    };
+    let mut crash_policies = std::collections::BTreeMap::new();
+    for (subject, value) in &file.crash_policies {
+        let key = format!("conversations.crash_policies.{subject}");
+        liminal_broker::names::validate_subject(subject).map_err(|reason| invalid(&key, subject, reason))?;
+        crash_policies.insert(subject.clone(), crash_policy(&key, value)?);
+    }
+    Ok(ConversationsConfig {
+        unknown_subject,
+        prefer,
+        max_queued_messages: positive("conversations.max_queued_messages", file.max_queued_messages)? as usize,
+        idle_timeout: Duration::from_millis(positive("conversations.idle_timeout_ms", file.idle_timeout_ms)?),
+        default_crash_policy: crash_policy("conversations.crash_policy", &file.crash_policy)?,
+        crash_policies,
     })
 }
 
