@@ -432,7 +432,12 @@ async fn drain_answers_every_publish_and_exits_zero() {
         .iter()
         .filter(|error| matches!(error, ClientError::Server { code, .. } if code == "draining"))
         .count();
-    assert!(draining > 0, "no publish was rejected with `draining`; errors: {errors:?}");
+    assert!(
+        draining > 0,
+        "no publish was rejected with `draining` ({} acked); errors: {errors:?}; log:\n{}",
+        acked.len(),
+        server.log()
+    );
 
     // Every acked message reached the subscriber before its socket closed.
     let mut delivered = std::collections::HashSet::new();
@@ -464,7 +469,10 @@ async fn drain_answers_every_publish_and_exits_zero() {
 
 #[tokio::test]
 async fn drain_reports_not_ready_and_honours_timeout() {
-    let mut server = TestServer::start("drain_timeout_ms = 2000\n[limits]\nmax_outbound_bytes = 65536\n");
+    let mut server = TestServer::start_with_env(
+        "[limits]\nmax_outbound_bytes = 65536\n",
+        &[("LIMINAL_DRAIN_TIMEOUT_MS", "2000")],
+    );
     let address = http_address(&server);
     let _stalled = stalled_subscriber(&server, "clogged").await;
     let publisher = server.client().await;
@@ -510,7 +518,10 @@ async fn drain_reports_not_ready_and_honours_timeout() {
 
 #[tokio::test]
 async fn second_signal_exits_at_once() {
-    let mut server = TestServer::start("drain_timeout_ms = 30000\n[limits]\nmax_outbound_bytes = 65536\n");
+    let mut server = TestServer::start_with_env(
+        "[limits]\nmax_outbound_bytes = 65536\n",
+        &[("LIMINAL_DRAIN_TIMEOUT_MS", "30000")],
+    );
     let _stalled = stalled_subscriber(&server, "clogged").await;
     let publisher = server.client().await;
     let payload = bytes::Bytes::from(vec![b'x'; 16 * 1024]);

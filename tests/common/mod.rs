@@ -38,9 +38,22 @@ impl TestServer {
         TestServer::start_with_env(extra, &[])
     }
 
+    /// Starts a server after copying `files` (name in the config dir, source
+    /// path) next to its config, for schemas referenced by relative path.
+    pub fn start_with_files(extra: &str, files: &[(&str, PathBuf)]) -> TestServer {
+        let staging = tempfile::tempdir().expect("create temp dir");
+        for (name, source) in files {
+            std::fs::copy(source, staging.path().join(name)).expect("copy test file");
+        }
+        TestServer::start_in(staging, extra, &[])
+    }
+
     /// Starts a server with extra TOML and environment variables.
     pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> TestServer {
-        let directory = tempfile::tempdir().expect("create temp dir");
+        TestServer::start_in(tempfile::tempdir().expect("create temp dir"), extra, env)
+    }
+
+    fn start_in(directory: tempfile::TempDir, extra: &str, env: &[(&str, &str)]) -> TestServer {
         let config_path = directory.path().join("liminal.toml");
         let config = BASE_CONFIG.replace(
             "persistence_path = \"data\"",

@@ -288,3 +288,24 @@ fn backtracking_engine_supports_lookahead() {
     assert_eq!(schema.validate(b"\"abcdefg1\""), Ok(()));
     assert!(schema.validate(b"\"abcdefgh\"").is_err());
 }
+
+#[test]
+fn large_unique_array_rejected_quickly() {
+    // jsonschema compares small arrays pairwise for `uniqueItems`. This checks that an array of
+    // 90,000 distinct tags, near the size limit, does not take that quadratic path.
+    let tags: Vec<String> = (0..90_000).map(|index| format!("\"t{index}\"")).collect();
+    let payload = order_with("tags", &format!("[{}]", tags.join(",")));
+    assert!(payload.len() < SchemaLimits::default().max_payload_bytes);
+
+    let started = Instant::now();
+    let failure = orders_schema()
+        .validate(payload.as_bytes())
+        .expect_err("over maxItems");
+    let elapsed = started.elapsed();
+
+    let ValidationFailure::Invalid { violations, .. } = failure else {
+        panic!("expected Invalid, got {failure:?}");
+    };
+    assert_eq!(violations[0].keyword, "maxItems");
+    assert!(elapsed < TIME_BOUND, "took {elapsed:?}");
+}

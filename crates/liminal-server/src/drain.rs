@@ -7,13 +7,16 @@
 //!    rejects publishes, subscribes and conversation opens with the
 //!    `draining` code. The drain waits until every publish already received
 //!    is answered, so each acked publish had its ack queued before exit.
-//! 3. Every connection writes what is queued (acks, deliveries) and closes.
-//! 4. The broker stops: channels, then conversations (closed with reason
+//! 3. For a short notice period the connections stay open and keep
+//!    rejecting new work, so frames a client sent before it saw `Draining`
+//!    get a `draining` error instead of a closed socket.
+//! 4. Every connection writes what is queued (acks, deliveries) and closes.
+//! 5. The broker stops: channels, then conversations (closed with reason
 //!    `shutdown`), then the store, which syncs its write-ahead log.
-//! 5. The HTTP listener stops.
+//! 6. The HTTP listener stops.
 //!
-//! Phases 2 and 3 share the `drain_timeout_ms` budget. When it runs out, the
-//! remaining connections are cut off, and phase 4 still runs in full.
+//! Phases 2 to 4 share the `drain_timeout_ms` budget. When it runs out, the
+//! remaining connections are cut off, and phase 5 still runs in full.
 
 use std::time::{Duration, Instant};
 
@@ -24,17 +27,22 @@ use crate::server::Server;
 /// How long the HTTP listener may finish requests in progress at the end.
 const HTTP_STOP_GRACE: Duration = Duration::from_millis(500);
 
+/// Longest notice period (phase 3); it is also at most a quarter of the
+/// drain timeout. A client that pipelines requests has about this long
+/// after `Draining` for its frames in flight to be answered.
+const MAX_NOTICE: Duration = Duration::from_millis(250);
+
 /// What a drain did, for logs and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DrainReport {
     /// Connections that were open when the drain started.
     pub connections: usize,
-    /// Whether phases 2 and 3 finished within the timeout.
+    /// Whether phases 2 to 4 finished within the timeout.
     pub completed: bool,
     pub elapsed: Duration,
 }
 
-/// Drains `server` and stops it. Phases 2 and 3 are bounded by `timeout`;
+/// Drains `server` and stops it. Phases 2 to 4 are bounded by `timeout`;
 /// stopping the broker is not, because cutting off the store's final sync
 /// could lose acknowledged messages.
 // NOTE: with a slow store the process can therefore exit somewhat after
@@ -61,6 +69,12 @@ pub async fn drain(server: Server, timeout: Duration) -> DrainReport {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "drain: in-flight publishes answered"
         );
+        let notice = (timeout / 4).min(MAX_NOTICE);
+        info!(
+            notice_ms = notice.as_millis() as u64,
+            "drain: rejecting new work before closing connections"
+        );
+        tokio::time::sleep(notice).await;
         if let Err(error) = server.broker.close_connections().await {
             warn!(%error, "drain: the broker did not close its connections");
         }

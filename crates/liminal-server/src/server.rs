@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use liminal_broker::BrokerHandle;
+use liminal_broker::{BrokerHandle, RegistryError, ResponderFactory, ResponderRegistry};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -23,6 +23,54 @@ pub enum StartError {
     },
     #[error(transparent)]
     Broker(#[from] liminal_broker::BrokerError),
+    #[error(transparent)]
+    Responder(#[from] RegistryError),
+}
+
+/// Collects in-process responders for [`Server::builder`].
+pub struct ServerBuilder {
+    settings: Settings,
+    responders: ResponderRegistry,
+    /// The first registration that failed; `start` returns it.
+    invalid: Option<RegistryError>,
+}
+
+impl ServerBuilder {
+    /// Serves conversations on `subject` with a responder made by
+    /// `factory`, one per conversation. A later call for the same subject
+    /// replaces the factory. An invalid subject makes `start` fail.
+    pub fn responder(self, subject: impl Into<String>, factory: impl ResponderFactory) -> ServerBuilder {
+        let outcome = self.responders.register(subject, factory);
+        self.record(outcome.err())
+    }
+
+    /// Uses `registry` (and the responders already in it) instead of an
+    /// empty one; keep a clone to register or unregister at runtime.
+    pub fn responders(mut self, registry: ResponderRegistry) -> ServerBuilder {
+        for subject in self.responders.subjects() {
+            if let Some(factory) = self.responders.get(&subject) {
+                let outcome = registry.register_shared(subject, factory);
+                self = self.record(outcome.err());
+            }
+        }
+        self.responders = registry;
+        self
+    }
+
+    fn record(mut self, error: Option<RegistryError>) -> ServerBuilder {
+        if self.invalid.is_none() {
+            self.invalid = error;
+        }
+        self
+    }
+
+    /// Binds the listeners and starts the broker, as [`Server::start`] does.
+    pub async fn start(self) -> Result<Server, StartError> {
+        if let Some(error) = self.invalid {
+            return Err(error.into());
+        }
+        Server::start_with_responders(&self.settings, self.responders).await
+    }
 }
 
 /// A started server. Stop it with [`crate::drain::drain`] (graceful) or
@@ -43,6 +91,32 @@ impl Server {
     /// endpoints answer from before the broker starts, so `/ready` can
     /// report that the store is still opening.
     pub async fn start(settings: &Settings) -> Result<Server, StartError> {
+        Server::start_with_responders(settings, ResponderRegistry::new()).await
+    }
+
+    /// A builder for a server embedded in an application, with in-process
+    /// responders:
+    ///
+    /// ```no_run
+    /// # async fn demo(settings: liminal_server::Settings) -> Result<(), liminal_server::StartError> {
+    /// use liminal_broker::EchoResponder;
+    /// let server = liminal_server::Server::builder(settings)
+    ///     .responder("echo", |_: &liminal_broker::ConversationInfo| EchoResponder)
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(settings: Settings) -> ServerBuilder {
+        ServerBuilder {
+            settings,
+            responders: ResponderRegistry::new(),
+            invalid: None,
+        }
+    }
+
+    /// Like [`Server::start`], with in-process responders. The registry stays
+    /// shared with the broker, so the application can change it at runtime.
+    pub async fn start_with_responders(settings: &Settings, responders: ResponderRegistry) -> Result<Server, StartError> {
         let listen = settings.server.listen_address;
         let listener = TcpListener::bind(listen).await.map_err(|source| StartError::Bind {
             key: "listen_address",
@@ -65,7 +139,7 @@ impl Server {
         let readiness = Arc::new(Readiness::new(settings.broker.persistence.is_some()));
         let http = http::serve(http_listener, http_broker.clone(), readiness.clone()).map_err(bind_error)?;
 
-        let broker = match BrokerHandle::start(settings.broker.clone()).await {
+        let broker = match BrokerHandle::start_with_responders(settings.broker.clone(), responders).await {
             Ok(broker) => Arc::new(broker),
             Err(error) => {
                 http.stop(std::time::Duration::from_secs(1)).await;

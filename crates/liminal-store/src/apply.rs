@@ -25,10 +25,10 @@ pub const MAX_CHANNEL_NAME_LEN: usize = 1024;
 ///
 /// Nothing is durable until the caller writes `batch.into_write_batch()`.
 ///
-/// Idempotency receipts follow a first-writer-wins rule: an appended record
-/// whose key already has a receipt, in the database or earlier in this batch
-/// (including earlier in the same append), is stored but does not replace
-/// the receipt; it is listed in `ApplyOutcome::Appended::duplicate_keys`.
+/// Idempotency receipts follow a first-writer-wins rule. An appended record
+/// whose key already has a receipt (in the database, earlier in this batch or
+/// earlier in the same append) is stored but does not replace the receipt.
+/// It is listed in `ApplyOutcome::Appended::duplicate_keys` instead.
 pub fn apply(db: &DB, batch: &mut PendingBatch, cmd: &Command) -> Result<ApplyOutcome> {
     let outcome = match cmd {
         Command::CreateChannel { group, name } => create_channel(db, batch, *group, name)?,
@@ -336,7 +336,7 @@ fn purge_receipts(
     batch.channel_state(db, group, channel)?;
     let from = keys::receipt_expiry_key(group, channel, 0, 0);
     let to = keys::receipt_expiry_key(group, channel, older_than_ms, 0);
-    // One extra entry tells whether expired receipts remain after this purge.
+    // One extra entry shows whether expired receipts remain after this purge.
     let mut entries = batch.expiry_entries(db, from, to, max.saturating_add(1))?;
     let more = entries.len() > max;
     entries.truncate(max);

@@ -55,7 +55,7 @@ pub struct Receipt {
 /// Per-channel stream state kept in `meta`, updated in the same batch as the
 /// records it describes.
 ///
-/// Invariant: the stream holds exactly the offsets `first..=last`, so it is
+/// Invariant: the stream contains exactly the offsets `first..=last`, so it is
 /// empty when `first == last + 1`. A new channel is `{first: 1, last: 0}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ChannelState {

@@ -69,7 +69,7 @@ pub struct AppendRecord {
     pub idempotency_key: Option<String>,
 }
 
-/// What applying one command did.
+/// Result of applying one command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApplyOutcome {
     ChannelCreated {

@@ -2,7 +2,7 @@
 //!
 //! Every key in the data column families starts with the replication group id
 //! as a big-endian `u32`, so one group's data is a contiguous key range in each
-//! column family (a Raft snapshot of a group is a range scan), and big-endian
+//! column family and a Raft snapshot of a group is a range scan. Big-endian
 //! integers make byte order equal numeric order, so iterators return offsets
 //! in ascending order.
 

@@ -1,5 +1,5 @@
 //! Synchronous read path. Every call is a RocksDB point lookup or a bounded
-//! range scan, safe to run from many threads at once; async callers run them
+//! range scan, safe to run from many threads at once. Async callers run them
 //! in `spawn_blocking`.
 
 use rocksdb::ReadOptions;

@@ -1,8 +1,8 @@
 //! Retention planning: which prefix of a stream the limits remove.
 //!
-//! Planning only reads (from one RocksDB snapshot, so concurrent writes
-//! cannot make it see a gap); the caller submits the resulting
-//! `Command::Truncate`, which makes the decision part of the command log.
+//! Planning only reads, from one RocksDB snapshot so concurrent writes cannot
+//! make it see a gap. The caller submits the resulting `Command::Truncate`,
+//! which makes the decision part of the command log.
 
 use rocksdb::{DB, ReadOptions, SnapshotWithThreadMode};
 use serde::Deserialize;
@@ -38,8 +38,8 @@ impl Store {
     ///
     /// - `max_messages`: keep at most this many of the newest records.
     /// - `max_bytes`: keep the newest records whose total size (payload,
-    ///   headers, idempotency key) is at most this; found by binary search, so
-    ///   it reads O(log n) records.
+    ///   headers, idempotency key) is at most this. A binary search finds the
+    ///   boundary, so it reads O(log n) records.
     /// - `max_age_ms`: remove records with `timestamp_ms < now_ms - max_age_ms`,
     ///   scanning from the oldest and stopping at the first younger record or
     ///   after [`RETENTION_AGE_SCAN_LIMIT`] records.

@@ -20,7 +20,7 @@ use crate::pending::PendingBatch;
 pub enum FsyncPolicy {
     /// Every batch is written with `sync = true` before its requests complete.
     Always,
-    /// Batches are written without sync and complete at once; the writer
+    /// Batches are written without sync and complete at once. The writer
     /// thread syncs the WAL with `flush_wal(true)` at most once per interval,
     /// starting from the first unsynced write.
     Interval(Duration),

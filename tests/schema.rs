@@ -1,0 +1,160 @@
+//! Schema-checked channels: invalid payloads are rejected at publish and
+//! never reach a subscriber or the store.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::TestServer;
+use liminal_client::{PublishRequest, SubscribeOptions, SubscriptionEvent};
+use liminal_protocol::StartPosition;
+
+/// Starts a server whose durable `orders` channel uses the shipped example schema.
+fn start_orders_server() -> TestServer {
+    let schema = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/config/schemas/orders.json"));
+    TestServer::start_with_files(
+        "[[channels]]\nname = \"orders\"\ndurable = true\nschema = \"orders.json\"\n",
+        &[("orders.json", schema)],
+    )
+}
+
+const VALID: &str = r#"{"id":"ORD-00000001","sku":"ABC-12","quantity":2,"price":9.5,"currency":"EUR",
+"customer":{"id":"c1","email":"a@example.com"},"created_at":"2026-12-04T10:00:00Z","status":"new"}"#;
+
+#[tokio::test]
+async fn valid_payload_delivered_invalid_rejected() {
+    let server = start_orders_server();
+    let client = server.client().await;
+    let mut subscription = client.subscribe("orders").await.unwrap();
+    assert!(subscription.schema_id.as_deref().unwrap().starts_with("sha256:"));
+
+    let ack = client.publish("orders", VALID).await.unwrap();
+    assert!(ack.delivered);
+
+    let invalid = VALID.replace("\"quantity\":2", "\"quantity\":0").replace("ABC-12", "bad sku");
+    let error = client.publish("orders", invalid).await.unwrap_err();
+    assert_eq!(error.code(), Some("schema_validation_failed"));
+    let message = error.to_string();
+    assert!(message.contains("/quantity"), "{message}");
+    assert!(message.contains("/sku"), "{message}");
+
+    let error = client.publish("orders", "not json at all").await.unwrap_err();
+    assert_eq!(error.code(), Some("schema_validation_failed"));
+    assert!(error.to_string().contains("JSON"), "{error}");
+
+    // Only the valid message reached the subscriber and the store.
+    match subscription.next_timeout(Duration::from_secs(5)).await.unwrap() {
+        Some(SubscriptionEvent::Message(message)) => assert_eq!(message.message_id, ack.message_id),
+        other => panic!("expected the valid message, got {other:?}"),
+    }
+    assert!(subscription.next_timeout(Duration::from_millis(300)).await.is_err());
+    let mut replay = client
+        .subscribe_with("orders", SubscribeOptions { start: StartPosition::Earliest, accept_schemas: None })
+        .await
+        .unwrap();
+    assert!(matches!(replay.next_timeout(Duration::from_secs(5)).await, Ok(Some(SubscriptionEvent::Message(_)))));
+    assert!(replay.next_timeout(Duration::from_millis(300)).await.is_err(), "an invalid payload was stored");
+}
+
+#[tokio::test]
+async fn rejected_payload_does_not_claim_idempotency_key() {
+    let server = start_orders_server();
+    let client = server.client().await;
+    let keyed = |payload: &str| PublishRequest {
+        channel: "orders".into(),
+        payload: payload.to_owned().into(),
+        idempotency_key: Some("order-7".into()),
+        ..PublishRequest::default()
+    };
+    assert!(client.publish_with(keyed("{}")).await.is_err());
+    let ack = client.publish_with(keyed(VALID)).await.unwrap();
+    assert!(!ack.duplicate);
+}
+
+#[tokio::test]
+async fn deeply_nested_payload_rejected_without_crash() {
+    let server = start_orders_server();
+    let client = server.client().await;
+    for nested in ["[".repeat(10_000) + &"]".repeat(10_000), "{\"a\":".repeat(10_000) + "1" + &"}".repeat(10_000)] {
+        let error = client.publish("orders", nested).await.unwrap_err();
+        assert_eq!(error.code(), Some("schema_validation_failed"));
+    }
+    // Also on a channel without a schema nothing parses the payload, so it
+    // is simply carried.
+    assert!(client.publish("free", "[".repeat(10_000)).await.is_ok());
+    assert!(client.publish("orders", VALID).await.is_ok(), "the server still serves");
+}
+
+#[tokio::test]
+async fn schema_id_negotiation() {
+    let server = start_orders_server();
+    let client = server.client().await;
+    let subscription = client.subscribe("orders").await.unwrap();
+    let id = subscription.schema_id.clone().unwrap();
+
+    let accepted = client
+        .subscribe_with("orders", SubscribeOptions { start: StartPosition::Latest, accept_schemas: Some(vec![id.clone()]) })
+        .await
+        .unwrap();
+    assert_eq!(accepted.schema_id.as_deref(), Some(id.as_str()));
+
+    let error = client
+        .subscribe_with(
+            "orders",
+            SubscribeOptions { start: StartPosition::Latest, accept_schemas: Some(vec!["sha256:0000".into()]) },
+        )
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(error.code(), Some("schema_mismatch"));
+    assert!(error.to_string().contains(&id), "{error}");
+}
+
+fn startup_error(schema_text: Option<&str>) -> String {
+    let directory = tempfile::tempdir().unwrap();
+    if let Some(text) = schema_text {
+        std::fs::write(directory.path().join("bad.json"), text).unwrap();
+    }
+    let config = format!(
+        "{}\n[[channels]]\nname = \"orders\"\nschema = \"bad.json\"\n",
+        common::BASE_CONFIG
+    );
+    let path = directory.path().join("liminal.toml");
+    std::fs::write(&path, config).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_liminal-server"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "the server must refuse to start");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn startup_errors_name_schema_file_and_reason() {
+    let missing = startup_error(None);
+    assert!(missing.contains("bad.json"), "{missing}");
+    assert!(missing.contains("channels[0].schema"), "{missing}");
+
+    let not_json = startup_error(Some("{ this is not json"));
+    assert!(not_json.contains("bad.json"), "{not_json}");
+    assert!(not_json.to_lowercase().contains("json"), "{not_json}");
+
+    let invalid = startup_error(Some(r#"{"type": "no-such-type"}"#));
+    assert!(invalid.contains("bad.json"), "{invalid}");
+    assert!(invalid.contains("no-such-type"), "{invalid}");
+}
+
+#[test]
+fn cli_pub_shows_rejection() {
+    let server = start_orders_server();
+    let output = Command::new(common::cli_binary())
+        .args(["--server", &server.address, "pub", "orders", r#"{"id":"ORD-1"}"#])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("schema_validation_failed"), "{stderr}");
+    assert!(stderr.contains("\"sku\" is a required property"), "{stderr}");
+}
