@@ -132,3 +132,40 @@ fn server_rejects_bad_config_naming_key() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("listen_adress"), "{stderr}");
 }
+
+#[test]
+fn durable_pub_prints_offset_and_sub_replays() {
+    let server = TestServer::start("[[channels]]\nname = \"log\"\ndurable = true\n");
+    for index in 1..=3 {
+        let output = liminal(&server, &["pub", "log", &format!("entry {index}"), "--json"]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let ack: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(ack["offset"], index);
+        assert_eq!(ack["duplicate"], false);
+    }
+    let text = liminal(&server, &["pub", "log", "entry 4"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("offset=4"));
+
+    let replay = liminal(&server, &["sub", "log", "--from", "earliest", "--count", "4"]);
+    assert_eq!(String::from_utf8(replay.stdout).unwrap(), "entry 1\nentry 2\nentry 3\nentry 4\n");
+    let from_three = liminal(&server, &["sub", "log", "--from", "3", "--count", "2"]);
+    assert_eq!(String::from_utf8(from_three.stdout).unwrap(), "entry 3\nentry 4\n");
+
+    // A named consumer acks what it printed and resumes after it next time.
+    let first = liminal(&server, &["sub", "log", "--consumer", "reader", "--count", "2"]);
+    assert_eq!(String::from_utf8(first.stdout).unwrap(), "entry 1\nentry 2\n");
+    let second = liminal(&server, &["sub", "log", "--consumer", "reader", "--count", "2"]);
+    assert_eq!(String::from_utf8(second.stdout).unwrap(), "entry 3\nentry 4\n");
+}
+
+#[test]
+fn pub_key_reports_duplicate() {
+    let server = TestServer::start("");
+    let first = liminal(&server, &["pub", "keyed", "x", "--key", "k1", "--json"]);
+    let second = liminal(&server, &["pub", "keyed", "x", "--key", "k1", "--json"]);
+    let first: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    let second: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert_eq!(first["duplicate"], false);
+    assert_eq!(second["duplicate"], true);
+    assert_eq!(first["message_id"], second["message_id"]);
+}

@@ -326,3 +326,47 @@ async fn durable_ack_reports_delivery_to_live_subscriber() {
     assert_eq!(read_messages(&mut subscription, 1).await[0].1, "someone");
     let _ = WAIT;
 }
+
+#[tokio::test]
+async fn no_delivery_after_unsubscribe_during_replay() {
+    use liminal_protocol::Frame;
+    let server = TestServer::start(&format!("{DURABLE}\n[limits]\nmax_outbound_bytes = 65536\n"));
+    let publisher = server.client().await;
+    publish_many(&publisher, "events", 20_000, "u").await;
+
+    let mut raw = liminal_client::RawConnection::connect(&server.address).await.unwrap();
+    raw.send(&Frame::Hello { versions: vec![1], client_name: "raw".into(), token: None }).await.unwrap();
+    raw.send(&Frame::Subscribe {
+        request_id: 1,
+        channel: "events".into(),
+        start: StartPosition::Earliest,
+        accept_schemas: None,
+    })
+    .await
+    .unwrap();
+    let mut subscription_id = None;
+    let mut delivered = 0;
+    // Read some of the replay, then unsubscribe while it is still running.
+    while delivered < 100 {
+        match raw.receive(WAIT).await.unwrap() {
+            Some(Frame::Subscribed { subscription_id: id, .. }) => subscription_id = Some(id),
+            Some(Frame::Deliver { .. }) => delivered += 1,
+            Some(_) => {}
+            None => panic!("connection closed"),
+        }
+    }
+    let subscription_id = subscription_id.unwrap();
+    raw.send(&Frame::Unsubscribe { request_id: 2, subscription_id }).await.unwrap();
+    let mut after_unsubscribed = 0;
+    let mut unsubscribed = false;
+    loop {
+        match raw.receive(Duration::from_millis(500)).await {
+            Ok(Some(Frame::Unsubscribed { .. })) => unsubscribed = true,
+            Ok(Some(Frame::Deliver { .. })) if unsubscribed => after_unsubscribed += 1,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    assert!(unsubscribed);
+    assert_eq!(after_unsubscribed, 0, "Deliver frames arrived after Unsubscribed");
+}

@@ -468,6 +468,64 @@ async fn drain_answers_every_publish_and_exits_zero() {
 }
 
 #[tokio::test]
+async fn drain_rejects_new_work_with_draining() {
+    let mut server = TestServer::start("");
+    let mut connection = RawConnection::connect(&server.address).await.unwrap();
+    connection
+        .send(&Frame::Hello {
+            versions: vec![PROTOCOL_VERSION],
+            client_name: "late".to_owned(),
+            token: None,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(connection.receive(WAIT).await.unwrap(), Some(Frame::Welcome { .. })));
+
+    Command::new("kill").arg("-TERM").arg(server.pid().to_string()).status().unwrap();
+    let notice = connection.receive(WAIT).await.unwrap();
+    assert!(matches!(notice, Some(Frame::Draining { deadline_ms: 5000 })), "{notice:?}");
+
+    // Until the connection closes, new work is rejected and pings answered.
+    let late_work = [
+        Frame::Subscribe {
+            request_id: 7,
+            channel: "late".to_owned(),
+            start: StartPosition::Latest,
+            accept_schemas: None,
+        },
+        Frame::Publish {
+            request_id: 8,
+            channel: "late".to_owned(),
+            payload: "late".into(),
+            headers: None,
+            idempotency_key: None,
+        },
+    ];
+    for frame in &late_work {
+        connection.send(frame).await.unwrap();
+        let answer = connection.receive(WAIT).await.unwrap();
+        match answer {
+            Some(Frame::Error { code, request_id, .. }) => {
+                assert_eq!(code, "draining", "answer to {}", frame.name());
+                assert!(request_id.is_some(), "the rejection names the request");
+            }
+            other => panic!("expected draining for {}, got {other:?}", frame.name()),
+        }
+    }
+    connection.send(&Frame::Ping { nonce: 9 }).await.unwrap();
+    assert_eq!(connection.receive(WAIT).await.unwrap(), Some(Frame::Pong { nonce: 9 }));
+
+    let end = connection.receive(WAIT).await.unwrap();
+    assert!(end.is_none(), "the server closes the connection at the end of the drain, got {end:?}");
+    // Signal 0 only checks that the process exists; a second TERM would
+    // cut the drain short.
+    let status = tokio::task::spawn_blocking(move || server.signal_and_wait("0", Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(status.expect("the server exited").success());
+}
+
+#[tokio::test]
 async fn drain_reports_not_ready_and_honours_timeout() {
     let mut server = TestServer::start_with_env(
         "[limits]\nmax_outbound_bytes = 65536\n",

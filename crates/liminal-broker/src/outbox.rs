@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use liminal_protocol::{ErrorCode, Frame};
 use tokio::sync::Notify;
+use tracing::warn;
 
 use crate::config::SlowConsumerPolicy;
 
@@ -56,6 +57,8 @@ struct OutboxState {
     /// Set once no more frames may be queued; the writer sends what is
     /// queued, then closes the socket.
     closing: bool,
+    /// Whether the first drop was logged; later drops are only counted.
+    drop_logged: bool,
 }
 
 /// A bounded, multi-producer queue of frames for one connection's writer.
@@ -65,6 +68,8 @@ pub struct Outbox {
     wake: Notify,
     max_bytes: usize,
     stats: Arc<OutboxStats>,
+    /// Actor path of the owning connection, for logs; empty when unknown.
+    owner: String,
 }
 
 /// A rough encoded size of a frame, used for the byte bound.
@@ -91,16 +96,18 @@ pub fn estimated_size(frame: &Frame) -> usize {
 impl Outbox {
     /// Creates an empty outbox that holds at most `max_bytes` of deliveries.
     pub fn new(max_bytes: usize) -> Outbox {
-        Outbox::with_stats(max_bytes, Arc::default())
+        Outbox::for_connection(max_bytes, Arc::default(), String::new())
     }
 
-    /// Creates an empty outbox that counts its slow-consumer events in `stats`.
-    pub fn with_stats(max_bytes: usize, stats: Arc<OutboxStats>) -> Outbox {
+    /// Creates the outbox of the connection actor at path `owner`, which
+    /// counts its slow-consumer events in `stats` and logs them with `owner`.
+    pub fn for_connection(max_bytes: usize, stats: Arc<OutboxStats>, owner: String) -> Outbox {
         Outbox {
             state: Mutex::new(OutboxState::default()),
             wake: Notify::new(),
             max_bytes,
             stats,
+            owner,
         }
     }
 
@@ -125,8 +132,7 @@ impl Outbox {
             return false;
         }
         if state.queued_bytes + bytes > self.max_bytes.saturating_mul(CONTROL_HEADROOM_FACTOR) {
-            close_as_slow_consumer(&mut state);
-            self.stats.slow_consumer_disconnects.fetch_add(1, Ordering::Relaxed);
+            self.disconnect_slow_consumer(&mut state, "replies");
             drop(state);
             self.wake.notify_one();
             return false;
@@ -156,8 +162,7 @@ impl Outbox {
             if state.queued_bytes + bytes > self.max_bytes && !state.queue.is_empty() {
                 match policy {
                     SlowConsumerPolicy::Disconnect => {
-                        close_as_slow_consumer(&mut state);
-                        self.stats.slow_consumer_disconnects.fetch_add(1, Ordering::Relaxed);
+                        self.disconnect_slow_consumer(&mut state, "deliveries");
                         drop(state);
                         self.wake.notify_one();
                         return if accepted == 0 { None } else { Some(accepted) };
@@ -165,6 +170,15 @@ impl Outbox {
                     SlowConsumerPolicy::Drop => {
                         let dropped = drop_oldest_deliveries(&mut state, self.max_bytes / 2);
                         self.stats.dropped_messages.fetch_add(dropped, Ordering::Relaxed);
+                        if !state.drop_logged {
+                            state.drop_logged = true;
+                            warn!(
+                                actor = %self.owner,
+                                dropped,
+                                max_outbound_bytes = self.max_bytes,
+                                "slow consumer: dropping its oldest deliveries; later drops are only counted"
+                            );
+                        }
                     }
                 }
             }
@@ -279,6 +293,19 @@ impl Outbox {
             }
             self.wake.notified().await;
         }
+    }
+}
+
+impl Outbox {
+    fn disconnect_slow_consumer(&self, state: &mut OutboxState, queued: &str) {
+        warn!(
+            actor = %self.owner,
+            queued_bytes = state.queued_bytes,
+            max_outbound_bytes = self.max_bytes,
+            "slow consumer: {queued} piled up past the bound; closing the connection with slow_consumer"
+        );
+        close_as_slow_consumer(state);
+        self.stats.slow_consumer_disconnects.fetch_add(1, Ordering::Relaxed);
     }
 }
 

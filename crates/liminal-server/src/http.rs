@@ -199,3 +199,44 @@ fn unavailable(message: &str) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn ready_report(state: HttpState) -> (StatusCode, serde_json::Value) {
+        let response = ready(State(state)).await;
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn not_ready_before_broker_starts() {
+        let state = HttpState {
+            broker: BrokerSlot::default(),
+            readiness: Arc::new(Readiness::new(true)),
+        };
+        let (status, body) = ready_report(state).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["ready"], false);
+        assert_eq!(
+            body["unmet"],
+            serde_json::json!(["listeners_bound", "broker_running", "store_open"])
+        );
+    }
+
+    #[tokio::test]
+    async fn draining_makes_not_ready() {
+        let readiness = Arc::new(Readiness::new(false));
+        readiness.set_listeners_bound();
+        readiness.set_draining();
+        let state = HttpState {
+            broker: BrokerSlot::default(),
+            readiness,
+        };
+        let (status, body) = ready_report(state).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["unmet"], serde_json::json!(["broker_running", "not_draining"]));
+    }
+}

@@ -87,6 +87,10 @@ pub(crate) struct Subscriber {
     pub consumer: Option<String>,
     /// Highest offset acknowledged through this subscription.
     pub acked: u64,
+    /// Shared with the running replay task, if any; set to true (under the
+    /// lock) when the subscription ends, so no replayed `Deliver` can follow
+    /// the `Unsubscribed` frame.
+    pub replay_cancelled: Option<Arc<Mutex<bool>>>,
 }
 
 /// Subscriptions keyed by (connection id, subscription id).
@@ -382,6 +386,7 @@ impl ChannelState {
             generation: 0,
             consumer: placement.consumer.clone(),
             acked: placement.acked,
+            replay_cancelled: None,
         };
         if self.subscribers.insert(key, subscriber).is_none() {
             self.shared.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
@@ -429,6 +434,9 @@ impl ChannelState {
 
     pub(crate) fn remove_subscriber(&mut self, key: SubscriberKey) -> Option<Subscriber> {
         let removed = self.subscribers.remove(&key)?;
+        if let Some(cancelled) = &removed.replay_cancelled {
+            *cancelled.lock().unwrap_or_else(|poison| poison.into_inner()) = true;
+        }
         self.shared.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
         Some(removed)
     }

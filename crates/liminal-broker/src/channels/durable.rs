@@ -350,7 +350,10 @@ impl ChannelState {
         };
         subscriber.mode = Mode::CatchingUp;
         subscriber.generation += 1;
+        let cancelled = Arc::new(std::sync::Mutex::new(false));
+        subscriber.replay_cancelled = Some(cancelled.clone());
         tokio::spawn(replay::replay(replay::ReplayJob {
+            cancelled,
             binding: durable.binding.clone(),
             outbox: subscriber.outbox.clone(),
             key,

@@ -27,6 +27,9 @@ const REPLAY_BATCH_BYTES: usize = 1024 * 1024;
 const BACKOFF: Duration = Duration::from_millis(2);
 
 pub(crate) struct ReplayJob {
+    /// Set by the channel actor when the subscription ends; checked under
+    /// its lock around each push.
+    pub cancelled: Arc<std::sync::Mutex<bool>>,
     pub binding: DurableBinding,
     pub outbox: Arc<Outbox>,
     pub key: SubscriberKey,
@@ -72,8 +75,11 @@ pub(crate) async fn replay(job: ReplayJob) {
                 headers: (!record.headers.is_empty()).then(|| record.headers.into_iter().collect::<Headers>()),
                 payload: record.payload,
             });
-        if job.outbox.push_replay(frames).is_none() {
-            return;
+        {
+            let cancelled = job.cancelled.lock().unwrap_or_else(|poison| poison.into_inner());
+            if *cancelled || job.outbox.push_replay(frames).is_none() {
+                return;
+            }
         }
         next = last.min(job.ceiling) + 1;
     }

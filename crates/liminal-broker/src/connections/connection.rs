@@ -109,7 +109,11 @@ impl Actor for ConnectionActor {
         let limits = args.context.config.limits;
         let _ = args.stream.set_nodelay(true);
         let (read_half, write_half) = args.stream.into_split();
-        let outbox = Arc::new(Outbox::with_stats(limits.max_outbound_bytes, args.outbox_stats));
+        let outbox = Arc::new(Outbox::for_connection(
+            limits.max_outbound_bytes,
+            args.outbox_stats,
+            args.path.clone(),
+        ));
         let inflight = Arc::new(Semaphore::new(limits.max_inflight_publishes));
         let reader = tokio::spawn(read_frames(
             read_half,

@@ -435,6 +435,10 @@ impl ConversationState {
             },
         };
         if !self.requester_gone {
+            // The connection frees the route and its count before the
+            // client can learn of the end and open another conversation.
+            let ended = ConversationEvent::Ended { conversation_id };
+            let _ = self.requester.send_message(ConnectionMsg::Conversation(ended));
             self.shared.requester_outbox.push_control(frame);
         }
         self.lifecycle = outcome;

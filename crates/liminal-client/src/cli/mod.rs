@@ -1,6 +1,9 @@
 //! The `liminal` command line.
 
+pub mod bench;
 mod publish;
+mod request;
+mod respond;
 mod subscribe;
 pub mod tree;
 
@@ -28,8 +31,14 @@ pub enum Command {
     Pub(publish::PubArgs),
     /// Print messages from CHANNEL, one per line.
     Sub(subscribe::SubArgs),
+    /// Open a conversation on SUBJECT, send PAYLOAD, print the first reply and close.
+    Request(request::RequestArgs),
+    /// Serve SUBJECT as a remote worker: echo each message or answer with a command's output.
+    Respond(respond::RespondArgs),
     /// Print the server's live supervision tree with restart counts.
     Tree(tree::TreeArgs),
+    /// Run a bounded load scenario against the broker and print a RESULT line.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the CLI; errors are printed by the binary.
@@ -37,7 +46,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     match &args.command {
         Command::Pub(command) => publish::run(&connect(&args).await?, command).await,
         Command::Sub(command) => subscribe::run(&connect(&args).await?, command).await,
+        Command::Request(command) => request::run(&connect(&args).await?, command).await,
+        Command::Respond(command) => respond::run(&connect(&args).await?, command).await,
         Command::Tree(command) => tree::run(command).await,
+        Command::Bench(command) => bench::run(&args.server, args.token.clone(), command).await,
     }
 }
 

@@ -1,0 +1,128 @@
+//! `liminal respond`: a remote worker that serves one subject, answering
+//! each message with its payload (`--echo`) or with the output of a shell
+//! command (`--exec`).
+
+use std::collections::HashMap;
+use std::process::Stdio;
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Args;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use crate::{Client, WorkerEvent};
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["echo", "exec"])))]
+pub struct RespondArgs {
+    /// Subject to serve.
+    pub subject: String,
+    /// Answer each message with its own payload.
+    #[arg(long)]
+    pub echo: bool,
+    /// Run COMMAND with `sh -c` for each message, with the payload on its
+    /// stdin, and answer with its stdout.
+    #[arg(long, value_name = "COMMAND")]
+    pub exec: Option<String>,
+}
+
+/// A message to handle: (message id, payload).
+type Job = (u64, Bytes);
+
+/// Serves conversations until the connection closes. Messages of one
+/// conversation are handled in order; conversations run concurrently.
+pub async fn run(client: &Client, args: &RespondArgs) -> anyhow::Result<()> {
+    let mut worker = client.register_worker(&args.subject).await?;
+    eprintln!("serving subject \"{}\"", args.subject);
+    let mut conversations: HashMap<u64, mpsc::UnboundedSender<Job>> = HashMap::new();
+    while let Some(event) = worker.next().await {
+        match event {
+            WorkerEvent::Open { conversation_id, .. } => {
+                let (sender, receiver) = mpsc::unbounded_channel();
+                conversations.insert(conversation_id, sender);
+                tokio::spawn(serve_conversation(
+                    client.clone(),
+                    conversation_id,
+                    args.exec.clone(),
+                    receiver,
+                ));
+            }
+            WorkerEvent::Message {
+                conversation_id,
+                message_id,
+                payload,
+            } => {
+                if let Some(sender) = conversations.get(&conversation_id) {
+                    let _ = sender.send((message_id, payload));
+                }
+            }
+            WorkerEvent::Close { conversation_id, .. } => {
+                conversations.remove(&conversation_id);
+            }
+        }
+    }
+    let reason = client
+        .closed_reason()
+        .map(|error| error.to_string())
+        .unwrap_or_else(|| "connection closed".to_owned());
+    anyhow::bail!("worker for \"{}\" stopped: {reason}", args.subject)
+}
+
+async fn serve_conversation(
+    client: Client,
+    conversation_id: u64,
+    command: Option<String>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+) {
+    while let Some((message_id, payload)) = jobs.recv().await {
+        let reply = match &command {
+            None => payload,
+            Some(command) => match run_command(command, &payload).await {
+                Ok(output) => output,
+                Err(error) => {
+                    eprintln!("conversation {conversation_id}, message {message_id}: {error:#}");
+                    continue;
+                }
+            },
+        };
+        let frame = liminal_protocol::Frame::WorkerReply {
+            conversation_id,
+            in_reply_to: message_id,
+            payload: reply,
+        };
+        if client.send(frame).is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs `command` with `input` on stdin and returns its stdout. A non-zero
+/// exit status is reported on stderr, and the output is still the reply.
+async fn run_command(command: &str, input: &[u8]) -> anyhow::Result<Bytes> {
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("failed to start `sh -c {command:?}`"))?;
+    let mut stdin = child.stdin.take().context("the command has no stdin")?;
+    let input = input.to_vec();
+    // Writing in its own task keeps a command that prints before it reads
+    // all of stdin from blocking on a full pipe.
+    let writer = tokio::spawn(async move {
+        let _ = stdin.write_all(&input).await;
+    });
+    let output = child
+        .wait_with_output()
+        .await
+        .with_context(|| format!("failed to run `sh -c {command:?}`"))?;
+    let _ = writer.await;
+    if !output.status.success() {
+        eprintln!("`{command}` exited with {}", output.status);
+    }
+    Ok(Bytes::from(output.stdout))
+}
