@@ -38,7 +38,18 @@ fsync = "$FSYNC"
 [[channels]]
 name = "bench"
 durable = true
+
+[[channels]]
+name = "orders"
+schema = "orders.json"
+
+[[channels]]
+name = "orders-free"
 TOML
+cp config/schemas/orders.json "$RUN_DIR/orders.json"
+cat > "$RUN_DIR/order.json" <<'JSON'
+{"id":"ORD-00000001","sku":"ABC-12","quantity":2,"price":9.5,"currency":"EUR","customer":{"id":"c1","email":"a@example.com","name":"Ada"},"created_at":"2026-12-04T10:00:00Z","tags":["gift"],"status":"new","notes":null}
+JSON
 
 NATS_PID=""; LIMINAL_PID=""
 stop_servers() {
@@ -94,6 +105,8 @@ for round in $(seq "$ROUNDS"); do
     scenario liminal-publish-keyed $LIMINAL publish --key -n "$N_STREAM"
     scenario nats-js-replay "$PEERBENCH" js-replay --nats-url "$NATS_URL" -n "$N_STREAM" --server-pid "$NATS_PID"
     scenario liminal-replay $LIMINAL replay -n "$N_STREAM"
+    scenario liminal-publish-noschema $LIMINAL publish --channel orders-free --payload-file "$RUN_DIR/order.json" -n "$N_STREAM" --window 1024
+    scenario liminal-publish-schema $LIMINAL publish --channel orders --payload-file "$RUN_DIR/order.json" -n "$N_STREAM" --window 1024
     scenario nats-reqreply "$PEERBENCH" reqreply --peer nats --nats-url "$NATS_URL" -n "$N_REQ" --server-pid "$NATS_PID"
     if $BIN_DIR/liminal bench --help 2>/dev/null | grep -q reqreply; then
         scenario liminal-reqreply $LIMINAL reqreply -n "$N_REQ"

@@ -31,7 +31,7 @@ fn hello(token: Option<&str>) -> Frame {
     }
 }
 
-/// Sends `Hello` with `token` on a raw connection and returns the answer
+/// Sends `Hello` with `token` on a raw connection and returns the reply
 /// and what follows it (`None` once the server closed the connection).
 async fn raw_hello(server: &TestServer, token: Option<&str>) -> (Option<Frame>, Option<Frame>) {
     let mut connection = RawConnection::connect(&server.address).await.unwrap();
@@ -43,19 +43,26 @@ async fn raw_hello(server: &TestServer, token: Option<&str>) -> (Option<Frame>, 
 
 fn assert_unauthorized(answer: &Option<Frame>, next: &Option<Frame>) {
     match answer {
-        Some(Frame::Error { code, request_id, .. }) => {
+        Some(Frame::Error {
+            code, request_id, ..
+        }) => {
             assert_eq!(code, "unauthorized");
             assert_eq!(*request_id, None);
         }
         other => panic!("expected Error unauthorized, got {other:?}"),
     }
-    assert!(next.is_none(), "the connection must be closed after unauthorized, got {next:?}");
+    assert!(
+        next.is_none(),
+        "the connection must be closed after unauthorized, got {next:?}"
+    );
 }
 
 #[tokio::test]
 async fn right_token_accepted() {
     let server = TestServer::start(&auth_config());
-    let client = Client::connect(&server.address, options(Some(TOKEN))).await.unwrap();
+    let client = Client::connect(&server.address, options(Some(TOKEN)))
+        .await
+        .unwrap();
     let ack = client.publish("guarded", "hello").await.unwrap();
     assert_eq!(ack.message_id, 1);
 }
@@ -104,8 +111,13 @@ async fn frames_before_hello_rejected() {
         connection.send(frame).await.unwrap();
         let answer = connection.receive(WAIT).await.unwrap();
         match answer {
-            Some(Frame::Error { code, .. }) => assert_eq!(code, "hello_required", "answer to {}", frame.name()),
-            other => panic!("expected hello_required for {}, got {other:?}", frame.name()),
+            Some(Frame::Error { code, .. }) => {
+                assert_eq!(code, "hello_required", "answer to {}", frame.name())
+            }
+            other => panic!(
+                "expected hello_required for {}, got {other:?}",
+                frame.name()
+            ),
         }
     }
 
@@ -113,10 +125,18 @@ async fn frames_before_hello_rejected() {
     // still authenticate.
     connection.send(&hello(Some(TOKEN))).await.unwrap();
     let welcome = connection.receive(WAIT).await.unwrap();
-    assert!(matches!(welcome, Some(Frame::Welcome { .. })), "{welcome:?}");
-    let client = Client::connect(&server.address, options(Some(TOKEN))).await.unwrap();
+    assert!(
+        matches!(welcome, Some(Frame::Welcome { .. })),
+        "{welcome:?}"
+    );
+    let client = Client::connect(&server.address, options(Some(TOKEN)))
+        .await
+        .unwrap();
     let ack = client.publish("guarded", "first").await.unwrap();
-    assert_eq!(ack.message_id, 1, "the publish sent before Hello must not have been accepted");
+    assert_eq!(
+        ack.message_id, 1,
+        "the publish sent before Hello must not have been accepted"
+    );
 }
 
 #[tokio::test]
@@ -126,14 +146,30 @@ async fn tokens_never_logged() {
     assert!(matches!(answer, Some(Frame::Error { .. })));
     let (answer, _) = raw_hello(&server, None).await;
     assert!(matches!(answer, Some(Frame::Error { .. })));
-    let client = Client::connect(&server.address, options(Some(TOKEN))).await.unwrap();
+    let client = Client::connect(&server.address, options(Some(TOKEN)))
+        .await
+        .unwrap();
     client.ping().await.unwrap();
 
-    assert!(server.wait_for_log("rejected Hello", WAIT), "{}", server.log());
-    assert!(server.wait_for_log("handshake complete", WAIT), "{}", server.log());
+    assert!(
+        server.wait_for_log("rejected Hello", WAIT),
+        "{}",
+        server.log()
+    );
+    assert!(
+        server.wait_for_log("handshake complete", WAIT),
+        "{}",
+        server.log()
+    );
     let log = server.log();
-    assert!(!log.contains(TOKEN), "the server's token appears in the log:\n{log}");
-    assert!(!log.contains(WRONG_TOKEN), "a presented token appears in the log:\n{log}");
+    assert!(
+        !log.contains(TOKEN),
+        "the server's token appears in the log:\n{log}"
+    );
+    assert!(
+        !log.contains(WRONG_TOKEN),
+        "a presented token appears in the log:\n{log}"
+    );
 }
 
 #[tokio::test]
@@ -141,7 +177,9 @@ async fn token_from_environment() {
     let server = TestServer::start_with_env("", &[("LIMINAL_AUTH_TOKEN", TOKEN)]);
     let (answer, next) = raw_hello(&server, Some(WRONG_TOKEN)).await;
     assert_unauthorized(&answer, &next);
-    let client = Client::connect(&server.address, options(Some(TOKEN))).await.unwrap();
+    let client = Client::connect(&server.address, options(Some(TOKEN)))
+        .await
+        .unwrap();
     client.ping().await.unwrap();
     assert!(!server.log().contains(TOKEN), "{}", server.log());
 }
@@ -150,7 +188,9 @@ async fn token_from_environment() {
 async fn no_token_configured_accepts_any_hello() {
     let server = TestServer::start("");
     for token in [None, Some(WRONG_TOKEN)] {
-        let client = Client::connect(&server.address, options(token)).await.unwrap();
+        let client = Client::connect(&server.address, options(token))
+            .await
+            .unwrap();
         client.ping().await.unwrap();
     }
 }
@@ -171,16 +211,27 @@ fn cli(server: &TestServer, arguments: &[&str], token: Option<&str>) -> std::pro
 async fn cli_uses_liminal_token() {
     let server = TestServer::start(&auth_config());
     let output = cli(&server, &["pub", "guarded", "from-cli"], Some(TOKEN));
-    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     let output = cli(&server, &["pub", "guarded", "from-cli"], None);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unauthorized"), "{stderr}");
 
-    let output = cli(&server, &["--token", WRONG_TOKEN, "pub", "guarded", "x"], None);
+    let output = cli(
+        &server,
+        &["--token", WRONG_TOKEN, "pub", "guarded", "x"],
+        None,
+    );
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unauthorized"), "{stderr}");
-    assert!(!stderr.contains(WRONG_TOKEN), "the CLI echoed the token: {stderr}");
+    assert!(
+        !stderr.contains(WRONG_TOKEN),
+        "the CLI echoed the token: {stderr}"
+    );
 }

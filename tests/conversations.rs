@@ -4,9 +4,9 @@
 //! Most tests run the `liminal-server` binary. Tests that need application
 //! code as a responder (a stateful one, one that panics, a slow one) embed
 //! the same server in the test process through `Server::builder`, with a
-//! real TCP listener: in-process responders are Rust code linked into the
-//! server, so embedding is how an application provides them, and the test
-//! does not need test-only responders compiled into the shipped binary.
+//! real TCP listener. In-process responders are Rust code linked into the
+//! server, so embedding is how an application provides them. It also keeps
+//! test-only responders out of the shipped binary.
 
 mod common;
 
@@ -50,7 +50,7 @@ impl Embedded {
     }
 }
 
-/// Keeps a running total per conversation and answers each number with it.
+/// Keeps a running total per conversation and replies to each number with it.
 struct RunningTotal {
     total: i64,
 }
@@ -78,7 +78,7 @@ impl Responder for Fragile {
     }
 }
 
-/// Answers each message after a delay, so messages queue up.
+/// Echoes each message after a delay, so messages queue up.
 struct Slow;
 
 impl Responder for Slow {
@@ -104,9 +104,9 @@ async fn inject_participant_fault(client: &Client, conversation_id: u64) {
     assert!(matches!(answer, Frame::FaultInjected { .. }), "{answer:?}");
 }
 
-/// Counts conversation and participant nodes in the server's live
-/// supervision tree, read from its HTTP `/supervision` endpoint.
-fn count_conversation_actors(server: &TestServer) -> (usize, usize) {
+/// Fetches the `broker/conversations` subtree of the server's live
+/// supervision tree from its HTTP `/supervision` endpoint.
+fn conversations_subtree(server: &TestServer) -> serde_json::Value {
     use std::io::{Read, Write};
     let address = server.http_address.as_ref().expect("the server reports its HTTP address");
     let mut stream = std::net::TcpStream::connect(address).unwrap();
@@ -116,12 +116,18 @@ fn count_conversation_actors(server: &TestServer) -> (usize, usize) {
     let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let tree: serde_json::Value = serde_json::from_str(body).unwrap();
-    let conversations = tree["children"]
+    tree["children"]
         .as_array()
         .unwrap()
         .iter()
         .find(|node| node["path"] == "broker/conversations")
-        .expect("broker/conversations in the tree");
+        .expect("broker/conversations in the tree")
+        .clone()
+}
+
+/// Counts conversation and participant nodes in the live supervision tree.
+fn count_conversation_actors(server: &TestServer) -> (usize, usize) {
+    let conversations = conversations_subtree(server);
     let nodes = conversations["children"].as_array().unwrap();
     let participants = nodes
         .iter()
@@ -328,7 +334,8 @@ async fn participant_crash_fails_only_its_conversation() {
 
     let log = server.log();
     let participant = format!("broker/conversations/{}/participant", doomed.id());
-    assert!(log.contains("actor crashed") && log.contains(&participant), "crash not logged:\n{log}");
+    assert!(log.contains("actor crashed"), "crash not logged:\n{log}");
+    assert!(log.contains(&participant), "participant path not logged:\n{log}");
     let failed_logged = log
         .lines()
         .any(|line| line.contains("conversation state changed") && line.contains("failed"));
@@ -352,6 +359,14 @@ async fn restart_policy_continues_with_notice() {
         let payload = format!("round {round}");
         assert_eq!(conversation.request(payload.clone(), WAIT).await.unwrap(), Bytes::from(payload));
     }
+
+    let subtree = conversations_subtree(&server);
+    let participant = &subtree["children"][0]["children"][0];
+    assert_eq!(
+        participant["path"],
+        format!("broker/conversations/{}/participant", conversation.id())
+    );
+    assert_eq!(participant["restarts"], 2, "{subtree}");
 
     // The third crash within the window exceeds the restart intensity.
     inject_participant_fault(&client, conversation.id()).await;
@@ -472,4 +487,27 @@ async fn shutdown_closes_open_conversations() {
         .signal_and_wait("0", Duration::from_secs(20))
         .expect("server exits after SIGTERM");
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn invalid_conversation_settings_name_the_key() {
+    let cases = [
+        ("[conversations]\nprefer = \"nearest\"\n", "conversations.prefer"),
+        ("[conversations]\nunknown_subject = \"drop\"\n", "conversations.unknown_subject"),
+        ("[conversations]\nmax_queued_messages = 0\n", "conversations.max_queued_messages"),
+        ("[conversations.crash_policies]\nsum = \"retry\"\n", "conversations.crash_policies.sum"),
+    ];
+    for (extra, key) in cases {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("liminal.toml");
+        std::fs::write(&path, format!("{}\n{extra}", common::BASE_CONFIG)).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_liminal-server"))
+            .arg("--check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{extra} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(key), "error for {extra:?} does not name {key}: {stderr}");
+    }
 }

@@ -1,5 +1,5 @@
-//! Configured limits over the wire: going over each one is answered with
-//! an `Error` frame carrying the limit's own code.
+//! Configured limits over the wire: going over each one returns an
+//! `Error` frame carrying the limit's own code.
 
 mod common;
 
@@ -40,9 +40,16 @@ async fn connection_over_limit_gets_error_and_close() {
 
     let mut third = RawConnection::connect(&server.address).await.unwrap();
     let answer = third.receive(WAIT).await.unwrap();
-    assert_eq!(error_code(&answer), Some("too_many_connections"), "{answer:?}");
+    assert_eq!(
+        error_code(&answer),
+        Some("too_many_connections"),
+        "{answer:?}"
+    );
     let end = third.receive(WAIT).await.unwrap();
-    assert!(end.is_none(), "the rejected connection must be closed, got {end:?}");
+    assert!(
+        end.is_none(),
+        "the rejected connection must be closed, got {end:?}"
+    );
 
     // A closed connection frees its place.
     drop(first);
@@ -54,8 +61,14 @@ async fn connection_over_limit_gets_error_and_close() {
                 break;
             }
             Err(error) => {
-                assert!(error.is(liminal_protocol::ErrorCode::TooManyConnections), "{error}");
-                assert!(std::time::Instant::now() < deadline, "the freed place was never reused");
+                assert!(
+                    error.is(liminal_protocol::ErrorCode::TooManyConnections),
+                    "{error}"
+                );
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the freed place was never reused"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -68,7 +81,11 @@ async fn subscription_over_limit_rejected() {
     let client = server.client().await;
     client.subscribe("a").await.unwrap();
     client.subscribe("b").await.unwrap();
-    let error = client.subscribe("c").await.err().expect("the third subscription is rejected");
+    let error = client
+        .subscribe("c")
+        .await
+        .err()
+        .expect("the third subscription is rejected");
     assert_eq!(error.code(), Some("too_many_subscriptions"), "{error}");
 
     // The limit is per connection, and the connection stays usable.
@@ -93,7 +110,10 @@ async fn conversation_over_limit_rejected() {
             )
             .await
             .unwrap();
-        assert!(matches!(answer, Frame::ConversationOpened { .. }), "{answer:?}");
+        assert!(
+            matches!(answer, Frame::ConversationOpened { .. }),
+            "{answer:?}"
+        );
     }
     let request_id = client.next_request_id();
     let error = client
@@ -124,7 +144,13 @@ async fn oversized_frame_rejected_and_closed() {
         .unwrap();
     let welcome = connection.receive(WAIT).await.unwrap();
     assert!(
-        matches!(welcome, Some(Frame::Welcome { max_frame_bytes: 1024, .. })),
+        matches!(
+            welcome,
+            Some(Frame::Welcome {
+                max_frame_bytes: 1024,
+                ..
+            })
+        ),
         "Welcome must announce the limit: {welcome:?}"
     );
 
@@ -140,7 +166,10 @@ async fn oversized_frame_rejected_and_closed() {
         .await
         .unwrap();
     let ack = connection.receive(WAIT).await.unwrap();
-    assert!(matches!(ack, Some(Frame::PublishAck { request_id: 1, .. })), "{ack:?}");
+    assert!(
+        matches!(ack, Some(Frame::PublishAck { request_id: 1, .. })),
+        "{ack:?}"
+    );
 
     connection
         .send(&Frame::Publish {
@@ -198,11 +227,15 @@ async fn outbound_limit_applies_to_control_frames() {
     // outbound bound; past that the connection is closed as a slow consumer.
     let server = TestServer::start("[limits]\nmax_outbound_bytes = 4096\n");
     let mut connection = greeted_raw(&server).await;
-    // Pings are answered with small Pongs. Send them without reading until
+    // Each Ping gets a small Pong. Send them without reading until
     // the server gives up on the connection (its close makes a send fail).
     let mut nonce = 0u64;
     'sending: while !server.log().contains("slow consumer: replies piled up") {
-        assert!(nonce < 5_000_000, "the server never closed the connection:\n{}", server.log());
+        assert!(
+            nonce < 5_000_000,
+            "the server never closed the connection:\n{}",
+            server.log()
+        );
         for _ in 0..20_000 {
             if connection.send(&Frame::Ping { nonce }).await.is_err() {
                 break 'sending;

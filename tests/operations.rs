@@ -34,11 +34,17 @@ async fn crash_channel(client: &Client, channel: &str) {
     assert!(matches!(answer, Frame::FaultInjected { .. }), "{answer:?}");
 }
 
-/// The value of an exact metric line such as `name{label="x"}`.
+/// Returns the value of an exact metric line such as `name{label="x"}`.
 fn metric_value(page: &str, series: &str) -> Option<f64> {
     page.lines()
         .filter(|line| !line.starts_with('#'))
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
 }
 
 #[tokio::test]
@@ -79,44 +85,97 @@ async fn other_methods_answer_405() {
 }
 
 #[tokio::test]
+async fn metrics_served_before_any_channel_exists() {
+    let server = TestServer::start("");
+    let response = http::get(&http_address(&server), "/metrics").await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(
+        metric_value(&response.body, "liminal_channels"),
+        Some(0.0),
+        "{}",
+        response.body
+    );
+}
+
+#[tokio::test]
 async fn metrics_count_connections_and_messages() {
     let server = TestServer::start("");
     let subscriber = server.client().await;
     let publisher = server.client().await;
     let mut subscription = subscriber.subscribe("metered").await.unwrap();
     for index in 0..3 {
-        let ack = publisher.publish("metered", format!("m{index}")).await.unwrap();
+        let ack = publisher
+            .publish("metered", format!("m{index}"))
+            .await
+            .unwrap();
         assert!(ack.delivered);
     }
     for _ in 0..3 {
         let event = subscription.next_timeout(WAIT).await.unwrap();
-        assert!(matches!(event, Some(SubscriptionEvent::Message(_))), "{event:?}");
+        assert!(
+            matches!(event, Some(SubscriptionEvent::Message(_))),
+            "{event:?}"
+        );
     }
 
     let response = http::get(&http_address(&server), "/metrics").await;
     assert_eq!(response.status, 200, "{response:?}");
     let content_type = response.header("content-type").unwrap_or_default();
-    assert!(content_type.starts_with("text/plain"), "content type {content_type:?}");
+    assert!(
+        content_type.starts_with("text/plain"),
+        "content type {content_type:?}"
+    );
     let page = &response.body;
-    assert!(page.contains("# TYPE liminal_connections_open gauge"), "{page}");
-    assert!(page.contains("# TYPE liminal_channel_published_messages_total counter"), "{page}");
-    assert_eq!(metric_value(page, "liminal_connections_open"), Some(2.0), "{page}");
-    assert_eq!(metric_value(page, "liminal_connections_accepted_total"), Some(2.0), "{page}");
-    assert_eq!(metric_value(page, "liminal_connections_rejected_total"), Some(0.0), "{page}");
-    assert_eq!(metric_value(page, "liminal_connections_crashed_total"), Some(0.0), "{page}");
+    assert!(
+        page.contains("# TYPE liminal_connections_open gauge"),
+        "{page}"
+    );
+    assert!(
+        page.contains("# TYPE liminal_channel_published_messages_total counter"),
+        "{page}"
+    );
+    assert_eq!(
+        metric_value(page, "liminal_connections_open"),
+        Some(2.0),
+        "{page}"
+    );
+    assert_eq!(
+        metric_value(page, "liminal_connections_accepted_total"),
+        Some(2.0),
+        "{page}"
+    );
+    assert_eq!(
+        metric_value(page, "liminal_connections_rejected_total"),
+        Some(0.0),
+        "{page}"
+    );
+    assert_eq!(
+        metric_value(page, "liminal_connections_crashed_total"),
+        Some(0.0),
+        "{page}"
+    );
     let channel = "{channel=\"metered\"}";
     assert_eq!(
-        metric_value(page, &format!("liminal_channel_published_messages_total{channel}")),
+        metric_value(
+            page,
+            &format!("liminal_channel_published_messages_total{channel}")
+        ),
         Some(3.0),
         "{page}"
     );
     assert_eq!(
-        metric_value(page, &format!("liminal_channel_published_bytes_total{channel}")),
+        metric_value(
+            page,
+            &format!("liminal_channel_published_bytes_total{channel}")
+        ),
         Some(6.0),
         "{page}"
     );
     assert_eq!(
-        metric_value(page, &format!("liminal_channel_delivered_messages_total{channel}")),
+        metric_value(
+            page,
+            &format!("liminal_channel_delivered_messages_total{channel}")
+        ),
         Some(3.0),
         "{page}"
     );
@@ -127,10 +186,72 @@ async fn metrics_count_connections_and_messages() {
     );
     // `demo` is declared in no config here, so only the auto-created channel counts.
     assert_eq!(metric_value(page, "liminal_channels"), Some(1.0), "{page}");
-    assert_eq!(metric_value(page, "liminal_subscriptions"), Some(1.0), "{page}");
+    assert_eq!(
+        metric_value(page, "liminal_subscriptions"),
+        Some(1.0),
+        "{page}"
+    );
     assert_eq!(
         metric_value(page, "liminal_slow_consumer_dropped_messages_total"),
         Some(0.0),
+        "{page}"
+    );
+    assert_eq!(
+        metric_value(page, "liminal_conversations_active"),
+        Some(0.0),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_report_store_writes_and_dedup() {
+    let server = TestServer::start("[[channels]]\nname = \"kept\"\ndurable = true\n");
+    let client = server.client().await;
+    for index in 0..10 {
+        let request = liminal_client::PublishRequest {
+            channel: "kept".into(),
+            payload: format!("m{index}").into(),
+            idempotency_key: Some("same".into()),
+            ..Default::default()
+        };
+        client.publish_with(request).await.unwrap();
+    }
+    let page = http::get(&http_address(&server), "/metrics").await.body;
+    let writes = metric_value(&page, "liminal_store_write_seconds_count").expect("write latency histogram");
+    assert!(writes >= 1.0, "{page}");
+    let fastest_bucket = metric_value(&page, "liminal_store_write_seconds_bucket{le=\"+Inf\"}");
+    assert_eq!(fastest_bucket, Some(writes), "the +Inf bucket counts every write");
+    assert!(metric_value(&page, "liminal_store_fsyncs_total").unwrap() >= 1.0, "fsync = always syncs");
+    assert_eq!(
+        metric_value(&page, "liminal_channel_dedup_hits_total{channel=\"kept\"}"),
+        Some(9.0),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_open_conversations() {
+    let server = TestServer::start("");
+    let client = server.client().await;
+    let request_id = client.next_request_id();
+    let answer = client
+        .call(
+            request_id,
+            Frame::OpenConversation {
+                request_id,
+                subject: "echo".to_owned(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(answer, Frame::ConversationOpened { .. }),
+        "{answer:?}"
+    );
+    let page = http::get(&http_address(&server), "/metrics").await.body;
+    assert_eq!(
+        metric_value(&page, "liminal_conversations_active"),
+        Some(1.0),
         "{page}"
     );
 }
@@ -141,16 +262,26 @@ async fn metrics_count_restarts_per_supervisor() {
     let client = server.client().await;
     client.publish("fragile", "x").await.unwrap();
     crash_channel(&client, "fragile").await;
-    assert!(server.wait_for_log("actor restarted", WAIT), "{}", server.log());
+    assert!(
+        server.wait_for_log("actor restarted", WAIT),
+        "{}",
+        server.log()
+    );
 
     let page = http::get(&http_address(&server), "/metrics").await.body;
     assert_eq!(
-        metric_value(&page, "liminal_supervisor_restarts_total{supervisor=\"broker/channels\"}"),
+        metric_value(
+            &page,
+            "liminal_supervisor_restarts_total{supervisor=\"broker/channels\"}"
+        ),
         Some(1.0),
         "{page}"
     );
     assert_eq!(
-        metric_value(&page, "liminal_supervisor_restarts_total{supervisor=\"broker/connections\"}"),
+        metric_value(
+            &page,
+            "liminal_supervisor_restarts_total{supervisor=\"broker/connections\"}"
+        ),
         Some(0.0),
         "{page}"
     );
@@ -174,21 +305,30 @@ async fn supervision_serves_live_tree() {
             .find(|child| child["path"] == path)
             .unwrap_or_else(|| panic!("no {path} in {tree}"))
     };
-    let channels = find("broker/channels")["children"].as_array().expect("channel children").clone();
+    let channels = find("broker/channels")["children"]
+        .as_array()
+        .expect("channel children")
+        .clone();
     assert!(
         channels
             .iter()
             .any(|channel| channel["path"] == "broker/channels/orders" && channel["restarts"] == 0),
         "{tree}"
     );
-    let connections = find("broker/connections")["children"].as_array().expect("connection children").clone();
+    let connections = find("broker/connections")["children"]
+        .as_array()
+        .expect("connection children")
+        .clone();
     assert_eq!(connections.len(), 1, "{tree}");
     assert_eq!(connections[0]["kind"], "connection");
 }
 
 fn run_tree(arguments: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut command = Command::new(cli_binary());
-    command.arg("tree").args(arguments).env_remove("LIMINAL_HEALTH");
+    command
+        .arg("tree")
+        .args(arguments)
+        .env_remove("LIMINAL_HEALTH");
     for (name, value) in env {
         command.env(name, value);
     }
@@ -202,38 +342,66 @@ async fn liminal_tree_prints_restart_counts() {
     client.publish("fragile", "x").await.unwrap();
     client.publish("steady", "x").await.unwrap();
     crash_channel(&client, "fragile").await;
-    assert!(server.wait_for_log("actor restarted", WAIT), "{}", server.log());
+    assert!(
+        server.wait_for_log("actor restarted", WAIT),
+        "{}",
+        server.log()
+    );
 
     let output = run_tree(&["--health", &http_address(&server)], &[]);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let line = |name: &str| {
         stdout
             .lines()
-            .find(|line| line.contains(&format!(" {name} ")) || line.starts_with(&format!("{name} ")))
+            .find(|line| {
+                line.contains(&format!(" {name} ")) || line.starts_with(&format!("{name} "))
+            })
             .unwrap_or_else(|| panic!("no line for {name} in:\n{stdout}"))
             .to_owned()
     };
     assert!(line("broker").starts_with("broker "), "{stdout}");
     assert!(line("channels").contains("supervisor"), "{stdout}");
-    assert!(line("fragile").trim_end().ends_with("restarts=1"), "{stdout}");
-    assert!(line("steady").trim_end().ends_with("restarts=0"), "{stdout}");
-    assert!(line("connections").contains("├── ") || line("connections").contains("└── "), "{stdout}");
+    assert!(
+        line("fragile").trim_end().ends_with("restarts=1"),
+        "{stdout}"
+    );
+    assert!(
+        line("steady").trim_end().ends_with("restarts=0"),
+        "{stdout}"
+    );
+    assert!(
+        line("connections").contains("├── ") || line("connections").contains("└── "),
+        "{stdout}"
+    );
 }
 
 #[tokio::test]
 async fn liminal_tree_reads_liminal_health() {
     let server = TestServer::start("");
     let output = run_tree(&["--json"], &[("LIMINAL_HEALTH", &http_address(&server))]);
-    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
-    let tree: serde_json::Value = serde_json::from_slice(&output.stdout).expect("--json prints JSON");
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tree: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("--json prints JSON");
     assert_eq!(tree["path"], "broker");
 }
 
 #[tokio::test]
 async fn liminal_tree_reports_unreachable_server() {
     // A port that was just free: nothing listens there.
-    let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
     let output = run_tree(&["--health", &address], &[]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -254,10 +422,17 @@ fn check_config(text: &str) -> std::process::Output {
 
 #[test]
 fn check_config_prints_redacted_config() {
-    let text = format!("{}\n[auth]\ntoken = \"hunter2-secret\"\n", common::BASE_CONFIG);
+    let text = format!(
+        "{}\n[auth]\ntoken = \"hunter2-secret\"\n",
+        common::BASE_CONFIG
+    );
     let output = check_config(&text);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(!stdout.contains("hunter2-secret"), "{stdout}");
     assert!(stdout.contains("<redacted>"), "{stdout}");
     assert!(stdout.contains("drain_timeout_ms = 5000"), "{stdout}");
@@ -279,7 +454,10 @@ fn every_override_is_documented() {
     let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
         .expect("docs/operations.md exists");
     for (variable, ..) in liminal_server::config::env::OVERRIDES {
-        assert!(docs.contains(&format!("`{variable}`")), "{variable} is not listed in docs/operations.md");
+        assert!(
+            docs.contains(&format!("`{variable}`")),
+            "{variable} is not listed in docs/operations.md"
+        );
     }
 }
 
@@ -293,9 +471,15 @@ fn every_config_key_is_documented() {
     let value = serde_json::to_value(&settings.file).unwrap();
     let mut keys = Vec::new();
     config_keys(&value, "", &mut keys);
-    assert!(keys.contains(&"limits.max_connections".to_owned()), "{keys:?}");
+    assert!(
+        keys.contains(&"limits.max_connections".to_owned()),
+        "{keys:?}"
+    );
     for key in keys {
-        assert!(docs.contains(&format!("`{key}`")), "config key {key} is not documented in docs/operations.md");
+        assert!(
+            docs.contains(&format!("`{key}`")),
+            "config key {key} is not documented in docs/operations.md"
+        );
     }
 }
 
@@ -322,8 +506,8 @@ fn config_keys(value: &serde_json::Value, prefix: &str, keys: &mut Vec<String>) 
     }
 }
 
-/// A raw connection that subscribes and then never reads, so its outbox
-/// fills up and stays full.
+/// Opens a raw connection that subscribes and then never reads, so its
+/// outbox fills up and stays full.
 async fn stalled_subscriber(server: &TestServer, channel: &str) -> RawConnection {
     let mut connection = RawConnection::connect(&server.address).await.unwrap();
     connection
@@ -334,7 +518,10 @@ async fn stalled_subscriber(server: &TestServer, channel: &str) -> RawConnection
         })
         .await
         .unwrap();
-    assert!(matches!(connection.receive(WAIT).await.unwrap(), Some(Frame::Welcome { .. })));
+    assert!(matches!(
+        connection.receive(WAIT).await.unwrap(),
+        Some(Frame::Welcome { .. })
+    ));
     connection
         .send(&Frame::Subscribe {
             request_id: 1,
@@ -344,7 +531,10 @@ async fn stalled_subscriber(server: &TestServer, channel: &str) -> RawConnection
         })
         .await
         .unwrap();
-    assert!(matches!(connection.receive(WAIT).await.unwrap(), Some(Frame::Subscribed { .. })));
+    assert!(matches!(
+        connection.receive(WAIT).await.unwrap(),
+        Some(Frame::Subscribed { .. })
+    ));
     connection
 }
 
@@ -396,11 +586,17 @@ async fn drain_answers_every_publish_and_exits_zero() {
     let deadline = Instant::now() + WAIT;
     loop {
         let page = http::get(&http_address(&server), "/metrics").await.body;
-        let published = metric_value(&page, "liminal_channel_published_messages_total{channel=\"drained\"}");
+        let published = metric_value(
+            &page,
+            "liminal_channel_published_messages_total{channel=\"drained\"}",
+        );
         if published.unwrap_or(0.0) >= 5_000.0 {
             break;
         }
-        assert!(Instant::now() < deadline, "publisher never got going:\n{page}");
+        assert!(
+            Instant::now() < deadline,
+            "publisher never got going:\n{page}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
@@ -412,8 +608,15 @@ async fn drain_answers_every_publish_and_exits_zero() {
     let (status, server) = status.await.unwrap();
     let elapsed = started.elapsed();
     let status = status.expect("the server exited after SIGTERM");
-    assert!(status.success(), "exit status {status:?}; log:\n{}", server.log());
-    assert!(elapsed < Duration::from_secs(5), "drain took {elapsed:?}, over drain_timeout_ms");
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        server.log()
+    );
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "drain took {elapsed:?}, over drain_timeout_ms"
+    );
 
     let (acked, errors) = tokio::time::timeout(Duration::from_secs(10), publishing)
         .await
@@ -446,10 +649,21 @@ async fn drain_answers_every_publish_and_exits_zero() {
             delivered.insert(message.message_id);
         }
     }
-    let missing: Vec<u64> = acked.iter().filter(|id| !delivered.contains(id)).copied().collect();
-    assert!(missing.is_empty(), "{} acked messages never delivered, first {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    let missing: Vec<u64> = acked
+        .iter()
+        .filter(|id| !delivered.contains(id))
+        .copied()
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acked messages never delivered, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
 
-    let event = tokio::time::timeout(WAIT, publisher.next_event()).await.expect("a server event");
+    let event = tokio::time::timeout(WAIT, publisher.next_event())
+        .await
+        .expect("a server event");
     assert!(
         matches!(event, Some(Frame::Draining { deadline_ms: 5000 })),
         "expected Draining first, got {event:?}"
@@ -479,13 +693,23 @@ async fn drain_rejects_new_work_with_draining() {
         })
         .await
         .unwrap();
-    assert!(matches!(connection.receive(WAIT).await.unwrap(), Some(Frame::Welcome { .. })));
+    assert!(matches!(
+        connection.receive(WAIT).await.unwrap(),
+        Some(Frame::Welcome { .. })
+    ));
 
-    Command::new("kill").arg("-TERM").arg(server.pid().to_string()).status().unwrap();
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(server.pid().to_string())
+        .status()
+        .unwrap();
     let notice = connection.receive(WAIT).await.unwrap();
-    assert!(matches!(notice, Some(Frame::Draining { deadline_ms: 5000 })), "{notice:?}");
+    assert!(
+        matches!(notice, Some(Frame::Draining { deadline_ms: 5000 })),
+        "{notice:?}"
+    );
 
-    // Until the connection closes, new work is rejected and pings answered.
+    // Until the connection closes, new work is rejected and pings get Pongs.
     let late_work = [
         Frame::Subscribe {
             request_id: 7,
@@ -505,7 +729,9 @@ async fn drain_rejects_new_work_with_draining() {
         connection.send(frame).await.unwrap();
         let answer = connection.receive(WAIT).await.unwrap();
         match answer {
-            Some(Frame::Error { code, request_id, .. }) => {
+            Some(Frame::Error {
+                code, request_id, ..
+            }) => {
                 assert_eq!(code, "draining", "answer to {}", frame.name());
                 assert!(request_id.is_some(), "the rejection names the request");
             }
@@ -513,15 +739,22 @@ async fn drain_rejects_new_work_with_draining() {
         }
     }
     connection.send(&Frame::Ping { nonce: 9 }).await.unwrap();
-    assert_eq!(connection.receive(WAIT).await.unwrap(), Some(Frame::Pong { nonce: 9 }));
+    assert_eq!(
+        connection.receive(WAIT).await.unwrap(),
+        Some(Frame::Pong { nonce: 9 })
+    );
 
     let end = connection.receive(WAIT).await.unwrap();
-    assert!(end.is_none(), "the server closes the connection at the end of the drain, got {end:?}");
+    assert!(
+        end.is_none(),
+        "the server closes the connection at the end of the drain, got {end:?}"
+    );
     // Signal 0 only checks that the process exists; a second TERM would
     // cut the drain short.
-    let status = tokio::task::spawn_blocking(move || server.signal_and_wait("0", Duration::from_secs(10)))
-        .await
-        .unwrap();
+    let status =
+        tokio::task::spawn_blocking(move || server.signal_and_wait("0", Duration::from_secs(10)))
+            .await
+            .unwrap();
     assert!(status.expect("the server exited").success());
 }
 
@@ -554,7 +787,10 @@ async fn drain_reports_not_ready_and_honours_timeout() {
         let ready = http::get(&address, "/ready").await;
         if ready.status == 503 {
             assert!(
-                ready.json()["unmet"].as_array().unwrap().contains(&serde_json::json!("not_draining")),
+                ready.json()["unmet"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&serde_json::json!("not_draining")),
                 "{ready:?}"
             );
             let health = http::get(&address, "/health").await;
@@ -566,12 +802,29 @@ async fn drain_reports_not_ready_and_honours_timeout() {
     }
     let (status, server) = waiting.await.unwrap();
     let elapsed = started.elapsed();
-    assert!(seen_not_ready, "/ready never answered 503 during the drain of pid {pid}");
+    assert!(
+        seen_not_ready,
+        "/ready never answered 503 during the drain of pid {pid}"
+    );
     let status = status.expect("the server exited");
-    assert!(status.success(), "exit status {status:?}; log:\n{}", server.log());
-    assert!(elapsed >= Duration::from_millis(1_900), "drain ended after {elapsed:?}, before its timeout");
-    assert!(elapsed < Duration::from_secs(4), "drain took {elapsed:?} with drain_timeout_ms = 2000");
-    assert!(server.log().contains("drain: timed out"), "{}", server.log());
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        server.log()
+    );
+    assert!(
+        elapsed >= Duration::from_millis(1_900),
+        "drain ended after {elapsed:?}, before its timeout"
+    );
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "drain took {elapsed:?} with drain_timeout_ms = 2000"
+    );
+    assert!(
+        server.log().contains("drain: timed out"),
+        "{}",
+        server.log()
+    );
 }
 
 #[tokio::test]
@@ -587,8 +840,16 @@ async fn second_signal_exits_at_once() {
         publisher.publish("clogged", payload.clone()).await.unwrap();
     }
     let pid = server.pid().to_string();
-    Command::new("kill").arg("-TERM").arg(&pid).status().unwrap();
-    assert!(server.wait_for_log("drain started", WAIT), "{}", server.log());
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(&pid)
+        .status()
+        .unwrap();
+    assert!(
+        server.wait_for_log("drain started", WAIT),
+        "{}",
+        server.log()
+    );
     let started = Instant::now();
     let status = tokio::task::spawn_blocking(move || {
         let status = server.signal_and_wait("INT", Duration::from_secs(5));
@@ -596,6 +857,10 @@ async fn second_signal_exits_at_once() {
     });
     let (status, server) = status.await.unwrap();
     let status = status.expect("the server exited after the second signal");
-    assert!(started.elapsed() < Duration::from_secs(2), "second signal took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "second signal took {:?}",
+        started.elapsed()
+    );
     assert_eq!(status.code(), Some(130), "log:\n{}", server.log());
 }

@@ -27,14 +27,16 @@ const RATE_PAYLOAD: usize = 64;
 const FLOW_WINDOW: u64 = 4_096;
 /// Measurements per setup; the best of them is compared, which filters out
 /// pauses caused by other processes on the machine.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 /// Held by every test here, so they run one at a time: the rate and memory
 /// measurements are meaningless while another test loads the same cores.
 static EXCLUSIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn exclusive() -> std::sync::MutexGuard<'static, ()> {
-    EXCLUSIVE.lock().unwrap_or_else(|poison| poison.into_inner())
+    EXCLUSIVE
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
 }
 
 async fn stalled_subscriber(server: &TestServer, channel: &str) -> RawConnection {
@@ -47,7 +49,10 @@ async fn stalled_subscriber(server: &TestServer, channel: &str) -> RawConnection
         })
         .await
         .unwrap();
-    assert!(matches!(connection.receive(WAIT).await.unwrap(), Some(Frame::Welcome { .. })));
+    assert!(matches!(
+        connection.receive(WAIT).await.unwrap(),
+        Some(Frame::Welcome { .. })
+    ));
     connection
         .send(&Frame::Subscribe {
             request_id: 1,
@@ -58,7 +63,10 @@ async fn stalled_subscriber(server: &TestServer, channel: &str) -> RawConnection
         .await
         .unwrap();
     let answer = connection.receive(WAIT).await.unwrap();
-    assert!(matches!(answer, Some(Frame::Subscribed { .. })), "{answer:?}");
+    assert!(
+        matches!(answer, Some(Frame::Subscribed { .. })),
+        "{answer:?}"
+    );
     connection
 }
 
@@ -90,7 +98,10 @@ async fn fast_subscriber_rate(server: &TestServer, channel: &str, count: u64) ->
         match event {
             SubscriptionEvent::Message(message) => {
                 if let Some(expected) = next_id {
-                    assert_eq!(message.message_id, expected, "the fast subscriber missed a message");
+                    assert_eq!(
+                        message.message_id, expected,
+                        "the fast subscriber missed a message"
+                    );
                 }
                 next_id = Some(message.message_id + 1);
                 received.fetch_add(1, Ordering::Relaxed);
@@ -137,8 +148,10 @@ async fn publish_with_window(
 }
 
 /// Runs the rate measurement alternately without and with a stalled
-/// subscriber on the channel and returns the best rate of each.
-async fn compare_rates(server: &TestServer, policy: &str) -> (f64, f64) {
+/// subscriber on the channel and returns the best rate of each. With
+/// `prefill`, the stalled subscriber's socket buffers and outbox are filled
+/// before the measurement starts, so it is measured in its steady state.
+async fn compare_rates(server: &TestServer, policy: &str, prefill: bool) -> (f64, f64) {
     let mut alone = Vec::new();
     let mut with_stalled = Vec::new();
     for round in 0..ROUNDS {
@@ -147,13 +160,24 @@ async fn compare_rates(server: &TestServer, policy: &str) -> (f64, f64) {
 
         let channel = format!("stalled-{round}");
         let stalled = stalled_subscriber(server, &channel).await;
+        if prefill {
+            let publisher = server.client().await;
+            publish_bulk(&publisher, &channel, PREFILL_MESSAGES, PREFILL_PAYLOAD).await;
+        }
         with_stalled.push(fast_subscriber_rate(server, &channel, RATE_MESSAGES).await);
         drop(stalled);
     }
-    eprintln!("policy {policy}: fast subscriber msg/s alone {alone:.0?}, with a stalled subscriber {with_stalled:.0?}");
+    eprintln!(
+        "policy {policy}: fast subscriber msg/s alone {alone:.0?}, with a stalled subscriber {with_stalled:.0?}"
+    );
     let best = |rates: &[f64]| rates.iter().copied().fold(0.0, f64::max);
     (best(&alone), best(&with_stalled))
 }
+
+/// Prefill volume: 32 MiB, more than the kernel's socket buffers on loopback
+/// and the 1 MiB outbox together.
+const PREFILL_MESSAGES: u64 = 2_048;
+const PREFILL_PAYLOAD: usize = 16 * 1024;
 
 fn server_config(policy: &str) -> String {
     format!("slow_consumer = \"{policy}\"\n[limits]\nmax_outbound_bytes = 1048576\n")
@@ -163,7 +187,9 @@ fn server_config(policy: &str) -> String {
 async fn drop_policy_keeps_fast_subscriber_rate() {
     let _exclusive = exclusive();
     let server = TestServer::start(&server_config("drop"));
-    let (alone, with_stalled) = compare_rates(&server, "drop").await;
+    // Under `drop` the stalled subscriber stays subscribed, so the
+    // measurement starts once it is dropping.
+    let (alone, with_stalled) = compare_rates(&server, "drop", true).await;
     assert!(
         with_stalled >= 0.9 * alone,
         "a stalled subscriber slowed the fast one from {alone:.0} to {with_stalled:.0} msg/s"
@@ -174,7 +200,10 @@ async fn drop_policy_keeps_fast_subscriber_rate() {
 async fn disconnect_policy_keeps_fast_subscriber_rate() {
     let _exclusive = exclusive();
     let server = TestServer::start(&server_config("disconnect"));
-    let (alone, with_stalled) = compare_rates(&server, "disconnect").await;
+    // Under `disconnect` a full outbox ends the subscription, so the
+    // measurement covers the stalled subscriber from its first message
+    // until it is cut off.
+    let (alone, with_stalled) = compare_rates(&server, "disconnect", false).await;
     assert!(
         with_stalled >= 0.9 * alone,
         "a stalled subscriber slowed the fast one from {alone:.0} to {with_stalled:.0} msg/s"
@@ -183,7 +212,8 @@ async fn disconnect_policy_keeps_fast_subscriber_rate() {
 
 /// Resident memory of a process, from /proc (Linux only), in KiB.
 fn resident_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
@@ -205,7 +235,12 @@ async fn publish_bulk(publisher: &Client, channel: &str, count: u64, size: usize
         };
         acks.push_back(publisher.publish_pipelined(request).unwrap());
         if acks.len() >= 1_024 {
-            last = acks.pop_front().unwrap().await.expect("publish acked").message_id;
+            last = acks
+                .pop_front()
+                .unwrap()
+                .await
+                .expect("publish acked")
+                .message_id;
         }
     }
     for ack in acks {
@@ -219,8 +254,8 @@ async fn publish_bulk(publisher: &Client, channel: &str, count: u64, size: usize
 const BULK_MESSAGES: u64 = 100_000;
 const BULK_PAYLOAD: usize = 1_024;
 /// Allowed growth of the server's resident memory while the bulk volume
-/// passes a stalled subscriber. The outbox holds at most 1 MiB, the writer
-/// task at most one more outbox's worth; the rest is allocator slack.
+/// passes a stalled subscriber. The outbox keeps at most 1 MiB and the
+/// writer task at most one more outbox's worth. The rest is allocator slack.
 const MAX_RSS_GROWTH_KIB: u64 = 32 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,7 +271,9 @@ async fn drop_policy_bounds_memory_and_reports_drops() {
     let before = resident_kib(server.pid());
     let last_id = publish_bulk(&publisher, "bulk", BULK_MESSAGES, BULK_PAYLOAD).await;
     let after = resident_kib(server.pid());
-    eprintln!("drop policy: server VmRSS {before} KiB before, {after} KiB after {BULK_MESSAGES} messages");
+    eprintln!(
+        "drop policy: server VmRSS {before} KiB before, {after} KiB after {BULK_MESSAGES} messages"
+    );
     assert!(
         after <= before + MAX_RSS_GROWTH_KIB,
         "server memory grew from {before} KiB to {after} KiB"
@@ -272,7 +309,9 @@ async fn disconnect_policy_bounds_memory_and_closes() {
     let before = resident_kib(server.pid());
     publish_bulk(&publisher, "bulk", BULK_MESSAGES, BULK_PAYLOAD).await;
     let after = resident_kib(server.pid());
-    eprintln!("disconnect policy: server VmRSS {before} KiB before, {after} KiB after {BULK_MESSAGES} messages");
+    eprintln!(
+        "disconnect policy: server VmRSS {before} KiB before, {after} KiB after {BULK_MESSAGES} messages"
+    );
     assert!(
         after <= before + MAX_RSS_GROWTH_KIB,
         "server memory grew from {before} KiB to {after} KiB"
@@ -291,7 +330,39 @@ async fn disconnect_policy_bounds_memory_and_closes() {
             other => panic!("unexpected {other:?} after {delivered} deliveries"),
         }
     }
-    assert!(delivered < 10_000 + BULK_MESSAGES, "the subscriber was never cut off");
+    assert!(
+        delivered < 10_000 + BULK_MESSAGES,
+        "the subscriber was never cut off"
+    );
     let end = stalled.receive(WAIT).await.unwrap();
-    assert!(end.is_none(), "the connection must close after the error, got {end:?}");
+    assert!(
+        end.is_none(),
+        "the connection must close after the error, got {end:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_reader_closed_after_write_timeout() {
+    let _guard = exclusive();
+    let server = TestServer::start("[limits]\nmax_outbound_bytes = 65536\nwrite_timeout_ms = 500\n");
+    let mut stalled = stalled_subscriber(&server, "stall").await;
+    let publisher = server.client().await;
+    // Enough to fill the stalled peer's socket buffers and then some.
+    publish_bulk(&publisher, "stall", BULK_MESSAGES, BULK_PAYLOAD).await;
+
+    assert!(
+        server.wait_for_log("closing slow consumer", Duration::from_secs(10)),
+        "the stalled connection was never closed:\n{}",
+        server.log()
+    );
+    // Reading now drains what the kernel buffered, then the stream ends.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match stalled.receive(Duration::from_secs(2)).await {
+            Ok(Some(_)) => assert!(Instant::now() < deadline, "the stream never ended"),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    // The publisher's channel kept working.
+    assert!(publisher.publish("stall", "after").await.is_ok());
 }

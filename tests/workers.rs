@@ -13,8 +13,8 @@ use liminal_broker::{ConversationInfo, ReplyContext, Responder, ResponderError};
 use liminal_client::{Client, ClientOptions, ConversationEvent, Worker, WorkerEvent};
 use liminal_protocol::Frame;
 
-/// Serves `worker` in a task: each message is answered with its payload
-/// prefixed by `tag`, so tests can tell workers apart.
+/// Serves `worker` in a task. Each reply is the message's payload prefixed
+/// by `tag`, so tests can tell workers apart.
 fn serve_tagged(mut worker: Worker, tag: &'static str) -> tokio::task::JoinHandle<Vec<u64>> {
     tokio::spawn(async move {
         let mut opened = Vec::new();
@@ -37,9 +37,9 @@ fn serve_tagged(mut worker: Worker, tag: &'static str) -> tokio::task::JoinHandl
     })
 }
 
-/// Waits until the server reports `count` workers for `subject` in its log
-/// (registration is answered before the client returns, so this is only
-/// needed for workers in other processes).
+/// Waits until the server logged `count` registrations for `subject`. Only
+/// workers in other processes need this, because `register_worker` returns
+/// after the server confirmed the registration.
 fn wait_for_registrations(server: &TestServer, subject: &str, count: usize) {
     let deadline = Instant::now() + WAIT;
     while server
@@ -368,5 +368,6 @@ fn respond_requires_a_mode() {
         .expect("run liminal respond");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("--echo") && stderr.contains("--exec"), "{stderr}");
+    assert!(stderr.contains("--echo"), "{stderr}");
+    assert!(stderr.contains("--exec"), "{stderr}");
 }

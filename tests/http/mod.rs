@@ -27,17 +27,24 @@ impl Response {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|error| panic!("body is not JSON ({error}): {}", self.body))
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|error| panic!("body is not JSON ({error}): {}", self.body))
     }
 }
 
-/// Sends `METHOD path` with `Connection: close` and reads the whole answer.
+/// Sends `METHOD path` with `Connection: close` and reads the whole response.
 pub async fn request(address: &str, method: &str, path: &str) -> Response {
     let exchange = async {
-        let mut stream = TcpStream::connect(address).await.expect("connect to the HTTP listener");
-        let request =
-            format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.expect("send request");
+        let mut stream = TcpStream::connect(address)
+            .await
+            .expect("connect to the HTTP listener");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("send request");
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await.expect("read response");
         raw
@@ -71,8 +78,16 @@ fn parse(raw: &[u8]) -> Response {
     let chunked = headers
         .iter()
         .any(|(name, value)| name == "transfer-encoding" && value.eq_ignore_ascii_case("chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_owned() };
-    Response { status, headers, body }
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Response {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// Decodes a chunked body (hex size line, data, CRLF; size 0 ends it).

@@ -23,7 +23,7 @@ use crate::connections::context::ConnectionContext;
 use crate::connections::{ConnectionStats, ConnectionsMsg, ConnectionsSupervisor};
 use crate::conversations::responder::ResponderRegistry;
 use crate::conversations::{ConversationsArgs, ConversationsHandle, ConversationsMsg, ConversationsSupervisor};
-use crate::store::StoreActor;
+use crate::store::{StoreActor, WriteLatency};
 use crate::supervision::TreeNode;
 use liminal_store::{Store, StoreStats};
 
@@ -48,6 +48,8 @@ pub enum BrokerMsg {
 }
 
 struct Children {
+    /// Whether a `store` child runs (the broker has durable channels).
+    store: bool,
     channels: ActorRef<ChannelsMsg>,
     connections: ActorRef<ConnectionsMsg>,
     conversations: ActorRef<ConversationsMsg>,
@@ -114,6 +116,7 @@ impl Actor for BrokerActor {
         let _ = args.ready.send((channels.clone(), connections.clone(), conversations.clone()));
         Ok(BrokerState {
             children: Children {
+                store: args.store.is_some(),
                 channels,
                 connections,
                 conversations: conversations.supervisor,
@@ -159,6 +162,9 @@ impl Actor for BrokerActor {
 impl BrokerState {
     async fn tree(&self) -> TreeNode {
         let mut children = Vec::new();
+        if self.children.store {
+            children.push(TreeNode::leaf(format!("{ROOT_PATH}/store"), "store", 0));
+        }
         if let Ok(ractor::rpc::CallResult::Success(node)) =
             self.children.channels.call(ChannelsMsg::Tree, Some(Duration::from_secs(2))).await
         {
@@ -194,6 +200,7 @@ pub struct BrokerHandle {
     config: Arc<BrokerConfig>,
     connection_stats: Arc<ConnectionStats>,
     store: Option<Arc<Store>>,
+    write_latency: Arc<WriteLatency>,
     conversations: ConversationsHandle,
     responders: ResponderRegistry,
 }
@@ -213,8 +220,9 @@ impl BrokerHandle {
         responders: ResponderRegistry,
     ) -> Result<BrokerHandle, BrokerError> {
         let config = Arc::new(config);
+        let write_latency = Arc::new(WriteLatency::default());
         let store = match &config.persistence {
-            Some(persistence) => Some(crate::store::open(persistence).await?),
+            Some(persistence) => Some(crate::store::open(persistence, write_latency.clone()).await?),
             None => None,
         };
         let connection_stats = Arc::new(ConnectionStats::default());
@@ -236,6 +244,7 @@ impl BrokerHandle {
             config,
             connection_stats,
             store,
+            write_latency,
             conversations,
             responders,
         })
@@ -245,11 +254,6 @@ impl BrokerHandle {
     /// through it applies to conversations opened afterwards.
     pub fn responders(&self) -> &ResponderRegistry {
         &self.responders
-    }
-
-    /// Remote workers currently registered for `subject`.
-    pub fn worker_count(&self, subject: &str) -> usize {
-        self.conversations.worker_count(subject)
     }
 
     /// Closes every open conversation with `reason` (the requester gets
@@ -283,6 +287,11 @@ impl BrokerHandle {
         self.store.as_ref().map(|store| store.stats())
     }
 
+    /// Store batch write latencies, when the broker has a store.
+    pub fn store_write_latency(&self) -> Option<&WriteLatency> {
+        self.store.as_ref().map(|_| self.write_latency.as_ref())
+    }
+
     /// The durable store, when the broker has one.
     pub fn store(&self) -> Option<&Arc<Store>> {
         self.store.as_ref()
@@ -313,8 +322,8 @@ impl BrokerHandle {
 
     /// First phase of a graceful drain: turns away new connections, sends
     /// every connection `Draining { deadline_ms }`, rejects new work with the
-    /// `draining` code, and waits until every publish already received is
-    /// answered (its ack or error queued for the socket). Returns the number
+    /// `draining` code, and waits until every publish already received has
+    /// its ack or error queued for the socket. Returns the number
     /// of connections drained. The caller bounds the wait with a timeout.
     pub async fn drain_connections(&self, deadline_ms: u64) -> Result<usize, BrokerError> {
         let receivers = match self

@@ -85,6 +85,9 @@ pub struct Limits {
     /// Publishes a connection may have in flight (received, not yet acked)
     /// before the server stops reading from its socket.
     pub max_inflight_publishes: usize,
+    /// Longest time one socket write may wait for the peer to read before
+    /// the connection is closed as a slow consumer.
+    pub write_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -96,6 +99,7 @@ impl Default for Limits {
             max_frame_bytes: liminal_protocol::DEFAULT_MAX_FRAME_BYTES,
             max_outbound_bytes: 8 * 1024 * 1024,
             max_inflight_publishes: 4_096,
+            write_timeout: Duration::from_secs(10),
         }
     }
 }

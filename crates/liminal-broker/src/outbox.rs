@@ -297,6 +297,10 @@ impl Outbox {
 }
 
 impl Outbox {
+    // The writer still has to send the frames it already took and the final
+    // error before it closes the socket. Against a peer that never reads
+    // again, its write times out after `limits.write_timeout_ms` and the
+    // socket closes then.
     fn disconnect_slow_consumer(&self, state: &mut OutboxState, queued: &str) {
         warn!(
             actor = %self.owner,
@@ -328,25 +332,51 @@ fn close_as_slow_consumer(state: &mut OutboxState) {
 /// Removes the oldest `Deliver` frames until at most `target_bytes` remain
 /// queued, recording the losses per subscription. Dropping down to half the
 /// bound, not just enough for one frame, keeps a persistently slow consumer
-/// from paying this linear pass on every message.
+/// from paying this pass on every message.
 fn drop_oldest_deliveries(state: &mut OutboxState, target_bytes: usize) -> u64 {
     let mut dropped = 0;
+    // Usual case: deliveries at the front leave without touching the rest
+    // of the queue.
+    while state.queued_bytes > target_bytes {
+        let Some(Queued {
+            frame: Frame::Deliver { .. },
+            ..
+        }) = state.queue.front()
+        else {
+            break;
+        };
+        let queued = state.queue.pop_front().expect("the front exists");
+        record_drop(state, &queued);
+        dropped += 1;
+    }
+    if state.queued_bytes <= target_bytes || state.queue.is_empty() {
+        return dropped;
+    }
+    // A control frame is at the front: keep every control frame in order and
+    // drop the deliveries among them, oldest first.
     let mut kept = VecDeque::with_capacity(state.queue.len());
     while let Some(queued) = state.queue.pop_front() {
-        let over = state.queued_bytes > target_bytes;
-        match queued.frame {
-            Frame::Deliver {
-                subscription_id, ..
-            } if over => {
-                state.queued_bytes -= queued.bytes;
-                *state.dropped.entry(subscription_id).or_insert(0) += 1;
-                dropped += 1;
-            }
-            _ => kept.push_back(queued),
+        if state.queued_bytes <= target_bytes {
+            kept.push_back(queued);
+            kept.append(&mut state.queue);
+            break;
+        }
+        if matches!(queued.frame, Frame::Deliver { .. }) {
+            record_drop(state, &queued);
+            dropped += 1;
+        } else {
+            kept.push_back(queued);
         }
     }
     state.queue = kept;
     dropped
+}
+
+fn record_drop(state: &mut OutboxState, queued: &Queued) {
+    if let Frame::Deliver { subscription_id, .. } = queued.frame {
+        state.queued_bytes -= queued.bytes;
+        *state.dropped.entry(subscription_id).or_insert(0) += 1;
+    }
 }
 
 #[cfg(test)]
@@ -408,5 +438,55 @@ mod tests {
         outbox.close(None);
         assert!(!outbox.push_control(Frame::Pong { nonce: 1 }));
         assert_eq!(outbox.push_deliveries([deliver(1, 1)], SlowConsumerPolicy::Drop), None);
+    }
+
+    #[tokio::test]
+    async fn drop_policy_keeps_control_frames_in_order() {
+        let outbox = Outbox::new(1_000);
+        assert!(outbox.push_control(Frame::Pong { nonce: 1 }));
+        outbox.push_deliveries((1..=5).map(|id| deliver(3, id)), SlowConsumerPolicy::Drop);
+        assert!(outbox.push_control(Frame::Pong { nonce: 2 }));
+        outbox.push_deliveries((6..=50).map(|id| deliver(3, id)), SlowConsumerPolicy::Drop);
+
+        let mut batch = Vec::new();
+        assert!(outbox.next_batch(&mut batch).await);
+        let Frame::MessagesDropped { count, .. } = batch[0] else {
+            panic!("expected MessagesDropped first, got {:?}", batch[0]);
+        };
+        let pongs: Vec<u64> = batch
+            .iter()
+            .filter_map(|frame| match frame {
+                Frame::Pong { nonce } => Some(*nonce),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(pongs, vec![1, 2], "control frames are never dropped and keep their order");
+        let delivered: Vec<u64> = batch
+            .iter()
+            .filter_map(|frame| match frame {
+                Frame::Deliver { message_id, .. } => Some(*message_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(count as usize + delivered.len(), 50);
+        assert_eq!(*delivered.last().unwrap(), 50, "the newest message survives");
+        assert!(delivered.windows(2).all(|pair| pair[0] < pair[1]));
+    }
+
+    #[tokio::test]
+    async fn slow_consumer_events_counted_in_shared_stats() {
+        let stats = Arc::new(OutboxStats::default());
+        let dropping = Outbox::for_connection(1_000, stats.clone(), "broker/connections/1".to_owned());
+        dropping.push_deliveries((1..=50).map(|id| deliver(7, id)), SlowConsumerPolicy::Drop);
+        let closing = Outbox::for_connection(1_000, stats.clone(), "broker/connections/2".to_owned());
+        closing.push_deliveries((1..=50).map(|id| deliver(1, id)), SlowConsumerPolicy::Disconnect);
+
+        let mut batch = Vec::new();
+        assert!(dropping.next_batch(&mut batch).await);
+        let Frame::MessagesDropped { count, .. } = batch[0] else {
+            panic!("expected MessagesDropped first, got {:?}", batch[0]);
+        };
+        assert_eq!(stats.dropped_messages.load(Ordering::Relaxed), count);
+        assert_eq!(stats.slow_consumer_disconnects.load(Ordering::Relaxed), 1);
     }
 }

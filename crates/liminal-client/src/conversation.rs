@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::{Client, ClientError};
 
-/// What a conversation yields.
+/// An event of a conversation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConversationEvent {
     /// A reply of the participant to message `in_reply_to`.
@@ -30,7 +30,7 @@ pub enum ConversationEvent {
     Rejected { code: String, message: String },
 }
 
-/// Why a conversation request did not produce a reply.
+/// Errors of a conversation request that produced no reply.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ConversationError {
     #[error(transparent)]

@@ -13,12 +13,12 @@ use tokio::sync::mpsc;
 
 use crate::{Client, ClientError};
 
-/// What a worker receives.
+/// An event a worker receives.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WorkerEvent {
     /// A conversation was assigned to this worker.
     Open { conversation_id: u64, subject: String },
-    /// A requester's message; answer with [`Worker::reply`].
+    /// A requester's message. Reply with [`Worker::reply`].
     Message {
         conversation_id: u64,
         message_id: u64,
@@ -41,12 +41,12 @@ impl Worker {
         &self.subject
     }
 
-    /// The next event, or `None` once the connection closed.
+    /// Waits for the next event; `None` once the connection closed.
     pub async fn next(&mut self) -> Option<WorkerEvent> {
         self.receiver.recv().await
     }
 
-    /// The next event within `timeout`.
+    /// Waits up to `timeout` for the next event.
     pub async fn next_timeout(&mut self, timeout: Duration) -> Result<Option<WorkerEvent>, ClientError> {
         tokio::time::timeout(timeout, self.receiver.recv())
             .await

@@ -2,7 +2,7 @@
 //!
 //! Phases, each logged:
 //!
-//! 1. Stop accepting client connections; `/ready` answers 503.
+//! 1. Stop accepting client connections, and `/ready` returns 503.
 //! 2. Every connection gets `Draining { deadline_ms }` and from then on
 //!    rejects publishes, subscribes and conversation opens with the
 //!    `draining` code. The drain waits until every publish already received
@@ -27,12 +27,12 @@ use crate::server::Server;
 /// How long the HTTP listener may finish requests in progress at the end.
 const HTTP_STOP_GRACE: Duration = Duration::from_millis(500);
 
-/// Longest notice period (phase 3); it is also at most a quarter of the
-/// drain timeout. A client that pipelines requests has about this long
+/// Maximum notice period (phase 3), which is also at most a quarter of
+/// the drain timeout. A client that pipelines requests has about this long
 /// after `Draining` for its frames in flight to be answered.
 const MAX_NOTICE: Duration = Duration::from_millis(250);
 
-/// What a drain did, for logs and tests.
+/// Outcome of a drain, for logs and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DrainReport {
     /// Connections that were open when the drain started.
@@ -92,7 +92,10 @@ pub async fn drain(server: Server, timeout: Duration) -> DrainReport {
                 .connection_stats()
                 .open
                 .load(std::sync::atomic::Ordering::Relaxed);
-            warn!(deadline_ms, open, "drain: timed out; closing the remaining connections");
+            warn!(
+                deadline_ms,
+                open, "drain: timed out; closing the remaining connections"
+            );
             (open as usize, false)
         }
     };

@@ -1,7 +1,7 @@
 //! The HTTP listener for operators: `/health`, `/ready`, `/metrics` and
 //! `/supervision`, on its own port (`health_listen_address`).
 //!
-//! It starts before the broker, so `/health` answers while the store opens
+//! It starts before the broker, so `/health` responds while the store opens
 //! and `/ready` reports what is still missing. Handlers reach the broker
 //! through [`BrokerSlot`]; the server empties the slot before it stops the
 //! broker, so no handler holds the broker during shutdown.
@@ -52,7 +52,7 @@ impl Readiness {
         self.listeners_bound.store(true, Ordering::SeqCst);
     }
 
-    /// Records that a graceful drain started; `/ready` answers 503 from now on.
+    /// Records that a graceful drain started, so `/ready` returns 503 from now on.
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }
@@ -85,7 +85,11 @@ pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Serves the endpoints on `listener` until [`HttpServer::stop`].
-pub fn serve(listener: TcpListener, broker: BrokerSlot, readiness: Arc<Readiness>) -> std::io::Result<HttpServer> {
+pub fn serve(
+    listener: TcpListener,
+    broker: BrokerSlot,
+    readiness: Arc<Readiness>,
+) -> std::io::Result<HttpServer> {
     let address = listener.local_addr()?;
     let router = Router::new()
         .route("/health", get(health))
@@ -122,7 +126,10 @@ impl HttpServer {
         let _ = self.shutdown.send(());
         let mut task = self.task;
         if tokio::time::timeout(grace, &mut task).await.is_err() {
-            warn!(grace_ms = grace.as_millis() as u64, "HTTP requests still open at shutdown; dropping them");
+            warn!(
+                grace_ms = grace.as_millis() as u64,
+                "HTTP requests still open at shutdown; dropping them"
+            );
             task.abort();
         }
     }
@@ -136,7 +143,7 @@ async fn ready(State(state): State<HttpState>) -> Response {
     let broker = state.broker.read().await;
     let mut unmet = Vec::new();
     // The HTTP listener starts only after the configuration loaded, so
-    // `config_loaded` holds whenever this handler runs.
+    // `config_loaded` is met whenever this handler runs.
     if !state.readiness.listeners_bound.load(Ordering::SeqCst) {
         unmet.push("listeners_bound");
     }
@@ -207,7 +214,9 @@ mod tests {
     async fn ready_report(state: HttpState) -> (StatusCode, serde_json::Value) {
         let response = ready(State(state)).await;
         let status = response.status();
-        let body = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .unwrap();
         (status, serde_json::from_slice(&body).unwrap())
     }
 
@@ -237,6 +246,9 @@ mod tests {
         };
         let (status, body) = ready_report(state).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(body["unmet"], serde_json::json!(["broker_running", "not_draining"]));
+        assert_eq!(
+            body["unmet"],
+            serde_json::json!(["broker_running", "not_draining"])
+        );
     }
 }

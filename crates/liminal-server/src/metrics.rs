@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use liminal_broker::{BrokerHandle, TreeNode};
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType, Summary};
+use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
 
 /// Errors from rendering the metrics page.
@@ -33,50 +33,114 @@ pub async fn render(broker: &BrokerHandle) -> Result<String, MetricsError> {
 
 /// Families read from the broker's counters and supervision tree.
 async fn broker_families(broker: &BrokerHandle) -> Result<Vec<MetricFamily>, MetricsError> {
+    // The tree comes first: its request queues behind connections the
+    // supervisors are still starting, so the counters read afterwards
+    // include every connection a client has already seen accepted.
+    let tree = broker.tree().await?;
     let mut families = Vec::new();
     connection_families(broker, &mut families);
     channel_families(broker, &mut families).await?;
-    let tree = broker.tree().await?;
     families.push(family(
         "liminal_supervisor_restarts_total",
         "Child restarts performed by each supervisor since the server started.",
         MetricType::COUNTER,
         supervisor_restarts(&tree)
             .into_iter()
-            .map(|(path, restarts)| sample(&[("supervisor", &path)], restarts as f64, MetricType::COUNTER))
+            .map(|(path, restarts)| {
+                sample(
+                    &[("supervisor", &path)],
+                    restarts as f64,
+                    MetricType::COUNTER,
+                )
+            })
             .collect(),
     ));
+    families.push(single(
+        "liminal_conversations_active",
+        "Open conversations.",
+        MetricType::GAUGE,
+        count_kind(&tree, "conversation") as f64,
+    ));
+    // TODO: failed conversations and participant crashes need counters in
+    // the broker's conversations subsystem; it exposes none yet.
     if let Some(stats) = broker.store_stats() {
         store_families(&stats, &mut families);
     }
-    // TODO: conversations (active, failed, participant crashes) once the
-    // broker exposes their counters.
+    if let Some(latency) = broker.store_write_latency() {
+        families.push(write_latency_family(latency));
+    }
     Ok(families)
 }
 
-fn store_families(stats: &liminal_store::StoreStats, families: &mut Vec<MetricFamily>) {
-    // TODO: a latency histogram with buckets needs the store's per-batch
-    // observer (`StoreOptions::on_batch`) wired to this module; until then
-    // the sum and count give the mean write latency.
-    let mut latency = MetricFamily::default();
-    latency.set_name("liminal_store_write_seconds".to_owned());
-    latency.set_help("Time spent writing batches to RocksDB, including the WAL sync when fsync is always.".to_owned());
-    latency.set_field_type(MetricType::SUMMARY);
-    let mut summary = Summary::default();
-    summary.set_sample_count(stats.batches);
-    summary.set_sample_sum(stats.write_nanos_total as f64 / 1e9);
-    let mut metric = Metric::default();
-    metric.set_summary(summary);
-    latency.set_metric(vec![metric]);
-    families.push(latency);
+/// Nodes of `kind` in the tree.
+fn count_kind(node: &TreeNode, kind: &str) -> usize {
+    let own = usize::from(node.kind == kind);
+    own + node
+        .children
+        .iter()
+        .map(|child| count_kind(child, kind))
+        .sum::<usize>()
+}
 
+/// The store's batch write latency as a Prometheus histogram.
+fn write_latency_family(latency: &liminal_broker::store::WriteLatency) -> MetricFamily {
+    let mut histogram = Histogram::default();
+    histogram.set_sample_count(latency.count.load(Ordering::Relaxed));
+    histogram.set_sample_sum(latency.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9);
+    let buckets = latency
+        .buckets
+        .iter()
+        .zip(liminal_broker::store::WRITE_LATENCY_BUCKETS)
+        .map(|(count, bound)| {
+            let mut bucket = Bucket::default();
+            bucket.set_upper_bound(bound);
+            bucket.set_cumulative_count(count.load(Ordering::Relaxed));
+            bucket
+        })
+        .collect();
+    histogram.set_bucket(buckets);
+    let mut metric = Metric::default();
+    metric.set_histogram(histogram);
+    let mut family = MetricFamily::default();
+    family.set_name("liminal_store_write_seconds".to_owned());
+    family.set_help("Time spent writing a batch to RocksDB, including the WAL sync when fsync is always.".to_owned());
+    family.set_field_type(MetricType::HISTOGRAM);
+    family.set_metric(vec![metric]);
+    family
+}
+
+fn store_families(stats: &liminal_store::StoreStats, families: &mut Vec<MetricFamily>) {
     let counters: [(&str, &str, u64); 6] = [
-        ("liminal_store_batches_total", "Write batches passed to RocksDB, failed ones included.", stats.batches),
-        ("liminal_store_commands_total", "Store commands applied, rejected ones included.", stats.commands),
-        ("liminal_store_write_errors_total", "Batch writes that RocksDB failed.", stats.write_errors),
-        ("liminal_store_fsyncs_total", "Write-ahead log syncs.", stats.fsyncs),
-        ("liminal_store_fsync_errors_total", "Failed write-ahead log syncs.", stats.fsync_errors),
-        ("liminal_store_written_bytes_total", "Encoded bytes of the write batches.", stats.bytes_written),
+        (
+            "liminal_store_batches_total",
+            "Write batches passed to RocksDB, failed ones included.",
+            stats.batches,
+        ),
+        (
+            "liminal_store_commands_total",
+            "Store commands applied, rejected ones included.",
+            stats.commands,
+        ),
+        (
+            "liminal_store_write_errors_total",
+            "Batch writes that RocksDB failed.",
+            stats.write_errors,
+        ),
+        (
+            "liminal_store_fsyncs_total",
+            "Write-ahead log syncs.",
+            stats.fsyncs,
+        ),
+        (
+            "liminal_store_fsync_errors_total",
+            "Failed write-ahead log syncs.",
+            stats.fsync_errors,
+        ),
+        (
+            "liminal_store_written_bytes_total",
+            "Encoded bytes of the write batches.",
+            stats.bytes_written,
+        ),
     ];
     for (name, help, value) in counters {
         families.push(single(name, help, MetricType::COUNTER, value as f64));
@@ -126,7 +190,10 @@ fn connection_families(broker: &BrokerHandle, families: &mut Vec<MetricFamily>) 
     ));
 }
 
-async fn channel_families(broker: &BrokerHandle, families: &mut Vec<MetricFamily>) -> Result<(), MetricsError> {
+async fn channel_families(
+    broker: &BrokerHandle,
+    families: &mut Vec<MetricFamily>,
+) -> Result<(), MetricsError> {
     let mut channels = broker.channels().await?;
     channels.sort_by(|left, right| left.config.name.cmp(&right.config.name));
     families.push(single(
@@ -146,7 +213,12 @@ async fn channel_families(broker: &BrokerHandle, families: &mut Vec<MetricFamily
         total_subscriptions as f64,
     ));
 
-    let per_channel: [(&str, &str, MetricType, fn(&liminal_broker::channels::channel::ChannelStats) -> u64); 6] = [
+    let per_channel: [(
+        &str,
+        &str,
+        MetricType,
+        fn(&liminal_broker::channels::channel::ChannelStats) -> u64,
+    ); 6] = [
         (
             "liminal_channel_published_messages_total",
             "Messages published to the channel.",
@@ -184,10 +256,21 @@ async fn channel_families(broker: &BrokerHandle, families: &mut Vec<MetricFamily
             |stats| stats.subscriptions.load(Ordering::Relaxed),
         ),
     ];
+    // The text encoder rejects a family without samples, so per-channel
+    // families are left out until the first channel exists.
+    if channels.is_empty() {
+        return Ok(());
+    }
     for (name, help, kind, read) in per_channel {
         let samples = channels
             .iter()
-            .map(|channel| sample(&[("channel", &channel.config.name)], read(&channel.stats) as f64, kind))
+            .map(|channel| {
+                sample(
+                    &[("channel", &channel.config.name)],
+                    read(&channel.stats) as f64,
+                    kind,
+                )
+            })
             .collect();
         families.push(family(name, help, kind, samples));
     }
@@ -289,12 +372,19 @@ mod tests {
         assert_eq!(totals["broker/channels"], 3);
         assert_eq!(totals["broker/connections"], 0);
         assert_eq!(totals["broker"], 0);
+        assert_eq!(count_kind(&tree, "channel"), 2);
+        assert_eq!(count_kind(&tree, "conversation"), 0);
     }
 
     #[test]
     fn families_encode_as_prometheus_text() {
         let families = vec![
-            single("liminal_connections_open", "Open connections.", MetricType::GAUGE, 3.0),
+            single(
+                "liminal_connections_open",
+                "Open connections.",
+                MetricType::GAUGE,
+                3.0,
+            ),
             family(
                 "liminal_channel_published_messages_total",
                 "Published.",
@@ -305,9 +395,18 @@ mod tests {
         let mut output = Vec::new();
         TextEncoder::new().encode(&families, &mut output).unwrap();
         let text = String::from_utf8(output).unwrap();
-        assert!(text.contains("# TYPE liminal_connections_open gauge"), "{text}");
+        assert!(
+            text.contains("# TYPE liminal_connections_open gauge"),
+            "{text}"
+        );
         assert!(text.contains("liminal_connections_open 3"), "{text}");
-        assert!(text.contains("# TYPE liminal_channel_published_messages_total counter"), "{text}");
-        assert!(text.contains("liminal_channel_published_messages_total{channel=\"orders\"} 42"), "{text}");
+        assert!(
+            text.contains("# TYPE liminal_channel_published_messages_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("liminal_channel_published_messages_total{channel=\"orders\"} 42"),
+            "{text}"
+        );
     }
 }

@@ -88,7 +88,7 @@ pub struct Server {
 
 impl Server {
     /// Binds the listeners, serves HTTP and starts the broker. The HTTP
-    /// endpoints answer from before the broker starts, so `/ready` can
+    /// endpoints respond from before the broker starts, so `/ready` can
     /// report that the store is still opening.
     pub async fn start(settings: &Settings) -> Result<Server, StartError> {
         Server::start_with_responders(settings, ResponderRegistry::new()).await
@@ -193,7 +193,7 @@ impl Server {
 
     /// Takes the broker back from the HTTP handlers (waiting for requests
     /// that use it) and stops it, which flushes the store. Returns the HTTP
-    /// listener, which keeps answering `/health` until it is stopped.
+    /// listener, which keeps serving `/health` until it is stopped.
     pub(crate) async fn stop_broker(self) -> HttpServer {
         let Server {
             broker,

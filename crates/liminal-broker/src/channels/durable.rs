@@ -79,6 +79,18 @@ pub struct DurableState {
     maintenance_running: Arc<AtomicBool>,
 }
 
+/// What an idempotency key means for a new publish.
+enum KeyClaim {
+    /// Never used within the window: store the message and claim the key.
+    Fresh,
+    /// Already stored at this offset within the window.
+    Stored(u64),
+    /// Claimed by a message at this offset that is still being written.
+    InFlight(u64),
+    /// The receipt could not be read.
+    Failed(String),
+}
+
 /// Where a new subscriber starts.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Placement {
@@ -131,44 +143,38 @@ impl DurableState {
 
 impl ChannelState {
     pub(crate) fn publish_durable(&mut self, myself: &ActorRef<ChannelMsg>, mut batch: PublishBatch) {
-        let window_ms = self.shared.config.dedup_window.as_millis() as u64;
         let now = now_ms();
-        let durable = self.durable.as_mut().expect("durable channel");
-        let binding = durable.binding.clone();
         let mut records = Vec::new();
         let mut kept = Vec::new();
         for item in batch.take_items() {
             if let Some(key) = &item.idempotency_key {
-                if let Some(&original) = durable.inflight_keys.get(key) {
-                    self.shared.stats.dedup_hits.fetch_add(1, Ordering::Relaxed);
-                    durable.waiting_duplicates.entry(original).or_default().push(WaitingDuplicate {
-                        request_id: item.request_id,
-                        reply: batch.reply.clone(),
-                        _permit: item.permit,
-                    });
-                    continue;
-                }
-                // NOTE: a point read on the actor's thread; RocksDB serves it
-                // from the memtable or block cache in microseconds, which is
-                // cheaper than a round trip through a blocking pool.
-                match binding.store.receipt(binding.group, binding.channel, key) {
-                    Ok(Some(receipt)) if receipt.timestamp_ms.saturating_add(window_ms) >= now => {
-                        self.shared.stats.dedup_hits.fetch_add(1, Ordering::Relaxed);
+                match self.claim_key(key, now) {
+                    KeyClaim::Fresh => {}
+                    KeyClaim::Stored(offset) => {
                         batch
                             .reply
-                            .push_control(duplicate_ack(item.request_id, receipt.offset, Some(receipt.offset)));
+                            .push_control(duplicate_ack(item.request_id, offset, Some(offset)));
                         continue;
                     }
-                    Ok(_) => {}
-                    Err(error) => {
-                        batch.reply.push_control(Frame::error(
-                            Some(item.request_id),
-                            ErrorCode::StorageFailed,
-                            format!("failed to check idempotency key {key:?}: {error}"),
-                        ));
+                    KeyClaim::InFlight(offset) => {
+                        let durable = self.durable.as_mut().expect("durable channel");
+                        durable.waiting_duplicates.entry(offset).or_default().push(WaitingDuplicate {
+                            request_id: item.request_id,
+                            reply: batch.reply.clone(),
+                            _permit: item.permit,
+                        });
+                        continue;
+                    }
+                    KeyClaim::Failed(reason) => {
+                        batch
+                            .reply
+                            .push_control(Frame::error(Some(item.request_id), ErrorCode::StorageFailed, reason));
                         continue;
                     }
                 }
+            }
+            let durable = self.durable.as_mut().expect("durable channel");
+            if let Some(key) = &item.idempotency_key {
                 durable.inflight_keys.insert(key.clone(), durable.next_offset);
             }
             records.push(AppendRecord {
@@ -188,8 +194,37 @@ impl ChannelState {
         if kept.is_empty() {
             return;
         }
-        let first_offset = records[0].offset;
         batch.items = kept;
+        self.submit_append(myself, batch, records);
+    }
+
+    /// Decides what a keyed publish is: new, a repeat of a stored message,
+    /// or a repeat of a message still being written.
+    fn claim_key(&self, key: &str, now: u64) -> KeyClaim {
+        let durable = self.durable.as_ref().expect("durable channel");
+        let binding = &durable.binding;
+        if let Some(&offset) = durable.inflight_keys.get(key) {
+            self.shared.stats.dedup_hits.fetch_add(1, Ordering::Relaxed);
+            return KeyClaim::InFlight(offset);
+        }
+        let window_ms = self.shared.config.dedup_window.as_millis() as u64;
+        // NOTE: a point read on the actor's thread; RocksDB serves it from
+        // the memtable or block cache in microseconds, which is cheaper
+        // than a round trip through a blocking pool.
+        match binding.store.receipt(binding.group, binding.channel, key) {
+            Ok(Some(receipt)) if receipt.timestamp_ms.saturating_add(window_ms) >= now => {
+                self.shared.stats.dedup_hits.fetch_add(1, Ordering::Relaxed);
+                KeyClaim::Stored(receipt.offset)
+            }
+            Ok(_) => KeyClaim::Fresh,
+            Err(error) => KeyClaim::Failed(format!("failed to check idempotency key {key:?}: {error}")),
+        }
+    }
+
+    /// Hands records to the store; the completion comes back as `Appended`.
+    fn submit_append(&self, myself: &ActorRef<ChannelMsg>, batch: PublishBatch, records: Vec<AppendRecord>) {
+        let binding = &self.durable.as_ref().expect("durable channel").binding;
+        let first_offset = records[0].offset;
         let actor = myself.clone();
         binding.store.submit(
             Command::Append {

@@ -35,7 +35,8 @@ pub enum ConnectionMsg {
     /// A channel rejected a subscription this actor had registered.
     SubscriptionRejected { subscription_id: u64 },
     /// Graceful drain: send `Draining`, reject new work, and signal
-    /// `drained` once every in-flight publish of this connection is answered.
+    /// `drained` once every in-flight publish of this connection has its
+    /// ack or error queued.
     Drain {
         deadline_ms: u64,
         drained: tokio::sync::oneshot::Sender<()>,
@@ -122,7 +123,12 @@ impl Actor for ConnectionActor {
             limits.max_inflight_publishes,
             myself.clone(),
         ));
-        let writer = tokio::spawn(write_frames(write_half, outbox.clone(), myself.clone()));
+        let writer = tokio::spawn(write_frames(
+            write_half,
+            outbox.clone(),
+            myself.clone(),
+            limits.write_timeout,
+        ));
         info!(actor = %args.path, conn_id = args.id, peer = %args.peer, "actor started");
         Ok(ConnectionState {
             id: args.id,

@@ -3,6 +3,8 @@
 //! and coalesces frames into few large socket writes.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::StreamExt;
@@ -88,8 +90,16 @@ pub async fn read_frames(
 }
 
 /// Writes queued frames until the outbox closes or the socket fails, then
-/// tells the actor.
-pub async fn write_frames(mut write_half: OwnedWriteHalf, outbox: Arc<Outbox>, actor: ActorRef<ConnectionMsg>) {
+/// tells the actor. A write that makes no progress for `write_timeout`
+/// (the peer stopped reading and its socket buffers are full) ends the
+/// connection as a slow consumer, so a stalled peer cannot hold the writer,
+/// the socket and the queued frames forever.
+pub async fn write_frames(
+    mut write_half: OwnedWriteHalf,
+    outbox: Arc<Outbox>,
+    actor: ActorRef<ConnectionMsg>,
+    write_timeout: Duration,
+) {
     let mut batch = Vec::with_capacity(READ_BATCH);
     let mut buffer = BytesMut::with_capacity(WRITE_CHUNK);
     let mut outcome = "outbox closed".to_owned();
@@ -100,22 +110,51 @@ pub async fn write_frames(mut write_half: OwnedWriteHalf, outbox: Arc<Outbox>, a
                 continue;
             }
             if buffer.len() >= WRITE_CHUNK {
-                if let Err(error) = write_half.write_all(&buffer).await {
-                    outcome = format!("socket write failed: {error}");
+                if let Err(failure) = write_within(&mut write_half, &buffer, write_timeout, &outbox).await {
+                    outcome = failure;
                     break 'outer;
                 }
                 buffer.clear();
             }
         }
         if !buffer.is_empty() {
-            if let Err(error) = write_half.write_all(&buffer).await {
-                outcome = format!("socket write failed: {error}");
+            if let Err(failure) = write_within(&mut write_half, &buffer, write_timeout, &outbox).await {
+                outcome = failure;
                 break;
             }
             buffer.clear();
         }
     }
+    outbox.close(None);
     let _ = write_half.shutdown().await;
     debug!(%outcome, "writer finished");
     let _ = actor.send_message(ConnectionMsg::WriterFinished(outcome));
+}
+
+/// Writes `buffer`, failing when the socket fails or accepts nothing more
+/// within `write_timeout`.
+async fn write_within(
+    write_half: &mut OwnedWriteHalf,
+    buffer: &[u8],
+    write_timeout: Duration,
+    outbox: &Outbox,
+) -> Result<(), String> {
+    match tokio::time::timeout(write_timeout, write_half.write_all(buffer)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(format!("socket write failed: {error}")),
+        Err(_) => {
+            // An outbox already closing was counted when the policy closed it.
+            if !outbox.is_closing() {
+                outbox.stats().slow_consumer_disconnects.fetch_add(1, Ordering::Relaxed);
+            }
+            warn!(
+                write_timeout_ms = write_timeout.as_millis() as u64,
+                "closing slow consumer: the peer read nothing within the write timeout"
+            );
+            Err(format!(
+                "slow consumer: the peer read nothing for {} ms (limits.write_timeout_ms)",
+                write_timeout.as_millis()
+            ))
+        }
+    }
 }

@@ -35,9 +35,9 @@ pub enum ConnectionsMsg {
     Tree(RpcReplyPort<TreeNode>),
     /// Starts a graceful drain: later accepts are rejected, and every live
     /// connection sends `Draining`, rejects new work and reports when its
-    /// in-flight publishes are answered. Replies with one receiver per
-    /// connection; a receiver also completes (with an error) when its
-    /// connection stops first.
+    /// in-flight publishes have their acks or errors queued. Replies with
+    /// one receiver per connection. A receiver also completes (with an
+    /// error) when its connection stops first.
     Drain {
         deadline_ms: u64,
         reply: RpcReplyPort<Vec<tokio::sync::oneshot::Receiver<()>>>,
@@ -244,7 +244,7 @@ impl ConnectionsState {
     }
 }
 
-/// Answers a connection that is turned away with `frame` and closes it.
+/// Sends `frame` to a connection that is turned away, then closes it.
 async fn reject(mut stream: TcpStream, frame: Frame) {
     if let Ok(bytes) = encode_frame(&frame) {
         let _ = stream.write_all(&bytes).await;

@@ -1,9 +1,9 @@
 //! The conversation actor (`broker/conversations/<id>`): owns one
 //! conversation's lifecycle and its participant.
 //!
-//! It spawns the participant linked to itself before it tells the requester
-//! the conversation is open, so no message is forwarded to a participant
-//! that is not running. It monitors the requester's connection actor: when
+//! It spawns the participant linked to itself before the requester learns
+//! that the conversation is open, so no message is forwarded to a
+//! participant that is not running. It monitors the requester's connection actor: when
 //! that connection goes away, the conversation closes and the participant
 //! stops. Lifecycle: created → active → closing → closed, or → failed when
 //! the participant crashes under the `fail` policy (or past the restart
@@ -60,8 +60,8 @@ pub enum ConversationMsg {
     Message { message_id: u64, payload: Bytes },
     /// Close normally: requested by the client, or broker shutdown.
     Close { reason: String },
-    /// Fault injection: crash the participant and answer `FaultInjected`
-    /// (or an error) through `outbox`.
+    /// Fault injection: crash the participant and push `FaultInjected` (or
+    /// an error) into `outbox`.
     CrashParticipant { request_id: u64, outbox: Arc<Outbox> },
     /// Timer: close if the conversation has been idle long enough.
     IdleCheck,
@@ -407,6 +407,7 @@ impl ConversationState {
         self.shared.queued.store(0, Ordering::Relaxed);
         let description = route.describe();
         self.start_participant(myself, route).await.map_err(|error| error.to_string())?;
+        self.shared.restarts.fetch_add(1, Ordering::Relaxed);
         info!(
             actor = %format!("{}/participant", self.path),
             conversation_id = self.conversation_id(),
@@ -417,8 +418,9 @@ impl ConversationState {
         Ok(())
     }
 
-    /// Ends the conversation: tells the requester (unless its connection is
-    /// gone) and stops this actor, which kills a participant still running.
+    /// Ends the conversation: sends the final frame to the requester (unless
+    /// its connection is gone) and stops this actor, which kills a
+    /// participant still running.
     /// `failure` is the `ConversationFailed` reason for `Failed`, or an
     /// override of the close reason for `Closed`.
     fn finish(&mut self, myself: &ActorRef<ConversationMsg>, outcome: Lifecycle, failure: Option<String>) {

@@ -6,9 +6,9 @@
 //!     └── participant               ParticipantActor, linked to its conversation
 //! ```
 //!
-//! A requester's connection asks this supervisor to open a conversation;
-//! the supervisor picks who serves it ([`routing`]), spawns the
-//! conversation actor, and the conversation spawns its participant.
+//! A requester's connection sends this supervisor an open request. The
+//! supervisor picks who serves the subject ([`routing`]) and spawns the
+//! conversation actor, which spawns its participant.
 //! Conversation actors are not restarted: their state is the conversation
 //! itself. Participant crashes are handled by the conversation actor
 //! according to the subject's crash policy. `docs/architecture.md`
@@ -39,8 +39,8 @@ use routing::{Routing, WorkerRegistry};
 
 pub use endpoint::ConversationRoutes;
 
-/// What conversation and participant actors tell a connection actor, as
-/// `ConnectionMsg::Conversation`.
+/// Events that conversation and participant actors send to a connection
+/// actor, as `ConnectionMsg::Conversation`.
 #[derive(Debug)]
 pub enum ConversationEvent {
     /// A conversation this connection requested is running; the
@@ -77,21 +77,21 @@ pub struct OpenRequest {
 #[derive(Debug)]
 pub enum ConversationsMsg {
     Open(OpenRequest),
-    /// Fault injection: crash the participant of a conversation; the answer
-    /// goes to `outbox`.
+    /// Fault injection: crash the participant of a conversation and push
+    /// `FaultInjected` (or an error) into `outbox`.
     InjectFault {
         conversation_id: u64,
         request_id: u64,
         outbox: Arc<Outbox>,
     },
     /// Broker shutdown: closes every conversation with `reason`, rejects new
-    /// opens, and answers once all conversation actors stopped.
+    /// opens, and replies once all conversation actors stopped.
     CloseAll { reason: String, reply: RpcReplyPort<()> },
     /// Returns this subtree of the supervision tree.
     Tree(RpcReplyPort<TreeNode>),
 }
 
-/// What connections need to reach the conversations subsystem.
+/// The conversations supervisor and routing state that connections use.
 #[derive(Clone)]
 pub struct ConversationsHandle {
     pub(crate) supervisor: ActorRef<ConversationsMsg>,
@@ -107,18 +107,11 @@ impl std::fmt::Debug for ConversationsHandle {
     }
 }
 
-impl ConversationsHandle {
-    /// Workers registered for `subject`.
-    pub fn worker_count(&self, subject: &str) -> usize {
-        self.routing.workers.count(subject)
-    }
-}
-
 struct Entry {
     conversation_id: u64,
     path: String,
     actor: ActorRef<ConversationMsg>,
-    requester_outbox: Arc<Outbox>,
+    shared: Arc<ConversationShared>,
     participant: Arc<Mutex<Option<ActorCell>>>,
 }
 
@@ -135,7 +128,7 @@ pub struct ConversationsState {
 
 pub struct ConversationsSupervisor;
 
-/// What the broker passes to the conversations supervisor.
+/// Start arguments of the conversations supervisor.
 pub struct ConversationsArgs {
     pub config: Arc<BrokerConfig>,
     pub responders: ResponderRegistry,
@@ -215,7 +208,7 @@ impl Actor for ConversationsSupervisor {
                 if let Some(entry) = state.remove(&cell.get_id()) {
                     // Not restarted: the conversation's state died with it.
                     warn!(actor = %entry.path, conversation_id = entry.conversation_id, reason = %reason, "actor crashed; conversation failed, not restarted");
-                    entry.requester_outbox.push_control(Frame::ConversationFailed {
+                    entry.shared.requester_outbox.push_control(Frame::ConversationFailed {
                         conversation_id: entry.conversation_id,
                         reason: format!("internal: the conversation actor crashed: {reason}"),
                     });
@@ -264,8 +257,9 @@ impl ConversationsState {
             subject: request.subject.clone(),
         };
         let participant_slot = Arc::new(Mutex::new(None));
+        let shared = Arc::new(ConversationShared::new(info, request.outbox));
         let args = ConversationArgs {
-            shared: Arc::new(ConversationShared::new(info, request.outbox.clone())),
+            shared: shared.clone(),
             path: path.clone(),
             request_id,
             requester: request.requester.clone(),
@@ -283,7 +277,7 @@ impl ConversationsState {
                         conversation_id,
                         path,
                         actor,
-                        requester_outbox: request.outbox,
+                        shared,
                         participant: participant_slot,
                     },
                 );
@@ -364,8 +358,9 @@ impl ConversationsState {
                     .as_ref()
                     .is_some_and(|cell| cell.get_status() < ActorStatus::Stopping)
                 {
+                    let restarts = entry.shared.restarts.load(std::sync::atomic::Ordering::Relaxed);
                     node.children
-                        .push(TreeNode::leaf(format!("{}/participant", entry.path), "participant", 0));
+                        .push(TreeNode::leaf(format!("{}/participant", entry.path), "participant", restarts));
                 }
                 node
             })

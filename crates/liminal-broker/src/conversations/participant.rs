@@ -35,6 +35,8 @@ pub(crate) struct ConversationShared {
     started: Instant,
     /// Milliseconds after `started` of the last message or reply.
     last_activity_ms: AtomicU64,
+    /// Participants restarted after a crash (`restart` policy).
+    pub restarts: AtomicU64,
 }
 
 impl ConversationShared {
@@ -45,6 +47,7 @@ impl ConversationShared {
             queued: AtomicUsize::new(0),
             started: Instant::now(),
             last_activity_ms: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
         }
     }
 
@@ -97,8 +100,8 @@ enum Backend {
 }
 
 /// A remote worker serving this participant. Dropping it (whether the
-/// participant stopped, crashed or was killed) tells the worker the
-/// conversation is over and releases the route on the worker's connection.
+/// participant stopped, crashed or was killed) sends the worker
+/// `WorkerClose` and releases the route on the worker's connection.
 struct RemoteWorker {
     worker: WorkerEntry,
     conversation_id: u64,

@@ -210,7 +210,7 @@ where
 }
 
 /// The built-in responder for subjects without one (unless
-/// `unknown_subject = "reject"`): answers each message with its payload.
+/// `unknown_subject = "reject"`). It replies to each message with its payload.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EchoResponder;
 
@@ -221,7 +221,7 @@ impl Responder for EchoResponder {
     }
 }
 
-/// Why a responder could not be registered.
+/// Errors from registering a responder.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
     #[error("cannot register a responder: {0}")]

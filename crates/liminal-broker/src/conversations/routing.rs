@@ -1,4 +1,4 @@
-//! Who serves a conversation: the registry of remote workers by subject,
+//! Routing of conversations: the registry of remote workers by subject,
 //! and the rule that picks between an in-process responder, remote
 //! workers and the built-in fallback.
 //!
@@ -73,8 +73,8 @@ impl WorkerRegistry {
         }
     }
 
-    /// The next live worker for `subject`, round-robin. Dead entries (a
-    /// connection that stopped before it unregistered) are skipped and removed.
+    /// Returns the next live worker for `subject`, round-robin. Dead entries
+    /// (a connection that stopped before it unregistered) are removed.
     pub fn pick(&self, subject: &str) -> Option<WorkerEntry> {
         let mut subjects = self.lock();
         let entry = subjects.get_mut(subject)?;
@@ -87,14 +87,9 @@ impl WorkerRegistry {
         entry.next = index + 1;
         Some(entry.workers[index].clone())
     }
-
-    /// Workers registered for `subject` (including ones not yet found dead).
-    pub fn count(&self, subject: &str) -> usize {
-        self.lock().get(subject).map_or(0, |entry| entry.workers.len())
-    }
 }
 
-/// What serves one participant.
+/// The backend of one participant.
 #[derive(Clone)]
 pub(crate) enum Route {
     InProcess(Arc<dyn ResponderFactory>),
@@ -102,7 +97,7 @@ pub(crate) enum Route {
 }
 
 impl Route {
-    /// A short description for logs.
+    /// Describes the route for logs.
     pub fn describe(&self) -> String {
         match self {
             Route::InProcess(_) => "in_process".to_owned(),

@@ -1,6 +1,6 @@
-//! `liminal respond`: a remote worker that serves one subject, answering
-//! each message with its payload (`--echo`) or with the output of a shell
-//! command (`--exec`).
+//! `liminal respond`: a remote worker that serves one subject. It replies
+//! to each message with its payload (`--echo`) or with the output of a
+//! shell command (`--exec`).
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -18,11 +18,11 @@ use crate::{Client, WorkerEvent};
 pub struct RespondArgs {
     /// Subject to serve.
     pub subject: String,
-    /// Answer each message with its own payload.
+    /// Reply to each message with its own payload.
     #[arg(long)]
     pub echo: bool,
     /// Run COMMAND with `sh -c` for each message, with the payload on its
-    /// stdin, and answer with its stdout.
+    /// stdin, and reply with its stdout.
     #[arg(long, value_name = "COMMAND")]
     pub exec: Option<String>,
 }

@@ -44,19 +44,22 @@ pub async fn run(args: &TreeArgs) -> anyhow::Result<()> {
         println!("{}", String::from_utf8_lossy(&body));
         return Ok(());
     }
-    let tree: SupervisionNode =
-        serde_json::from_slice(&body).context("the server's /supervision answer is not a supervision tree")?;
+    let tree: SupervisionNode = serde_json::from_slice(&body)
+        .context("the server's /supervision response is not a supervision tree")?;
     print!("{}", render(&tree));
     Ok(())
 }
 
-/// Sends `GET path` to `address` and returns the body of a 200 answer.
+/// Sends `GET path` to `address` and returns the body of a 2xx response.
 async fn get(address: &str, path: &str) -> anyhow::Result<Bytes> {
     let exchange = async {
-        let stream = TcpStream::connect(address)
-            .await
-            .with_context(|| format!("failed to connect to {address}; is --health the server's health_listen_address?"))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let stream = TcpStream::connect(address).await.with_context(|| {
+            format!(
+                "failed to connect to {address}; is --health the server's health_listen_address?"
+            )
+        })?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         // The connection task drives the socket; it ends when `sender` is dropped.
         tokio::spawn(async move {
             let _ = connection.await;
@@ -69,7 +72,7 @@ async fn get(address: &str, path: &str) -> anyhow::Result<Bytes> {
         let body = response.into_body().collect().await?.to_bytes();
         if !status.is_success() {
             anyhow::bail!(
-                "GET http://{address}{path} answered {status}: {}",
+                "GET http://{address}{path} returned {status}: {}",
                 String::from_utf8_lossy(&body).trim()
             );
         }
@@ -77,7 +80,12 @@ async fn get(address: &str, path: &str) -> anyhow::Result<Bytes> {
     };
     tokio::time::timeout(REQUEST_TIMEOUT, exchange)
         .await
-        .with_context(|| format!("GET http://{address}{path} timed out after {} s", REQUEST_TIMEOUT.as_secs()))?
+        .with_context(|| {
+            format!(
+                "GET http://{address}{path} timed out after {} s",
+                REQUEST_TIMEOUT.as_secs()
+            )
+        })?
 }
 
 /// Draws the tree with one actor a line: its name, kind, state and
@@ -85,7 +93,11 @@ async fn get(address: &str, path: &str) -> anyhow::Result<Bytes> {
 pub fn render(root: &SupervisionNode) -> String {
     let mut rows = Vec::new();
     collect_rows(root, String::new(), String::new(), &mut rows);
-    let width = rows.iter().map(|(label, _)| label.chars().count()).max().unwrap_or(0);
+    let width = rows
+        .iter()
+        .map(|(label, _)| label.chars().count())
+        .max()
+        .unwrap_or(0);
     let mut output = String::new();
     for (label, node) in rows {
         let padding = width - label.chars().count();
@@ -117,7 +129,12 @@ fn collect_rows<'a>(
         } else {
             ("├── ", "│   ")
         };
-        collect_rows(child, format!("{indent}{child_branch}"), format!("{indent}{child_indent}"), rows);
+        collect_rows(
+            child,
+            format!("{indent}{child_branch}"),
+            format!("{indent}{child_indent}"),
+            rows,
+        );
     }
 }
 
@@ -125,7 +142,12 @@ fn collect_rows<'a>(
 mod tests {
     use super::*;
 
-    fn node(path: &str, kind: &str, restarts: u64, children: Vec<SupervisionNode>) -> SupervisionNode {
+    fn node(
+        path: &str,
+        kind: &str,
+        restarts: u64,
+        children: Vec<SupervisionNode>,
+    ) -> SupervisionNode {
         SupervisionNode {
             path: path.to_owned(),
             kind: kind.to_owned(),
@@ -151,10 +173,18 @@ mod tests {
                         node("broker/channels/orders", "channel", 2, vec![]),
                     ],
                 ),
-                node("broker/connections", "supervisor", 0, vec![node("broker/connections/1", "connection", 0, vec![])]),
+                node(
+                    "broker/connections",
+                    "supervisor",
+                    0,
+                    vec![node("broker/connections/1", "connection", 0, vec![])],
+                ),
             ],
         );
-        let lines: Vec<String> = render(&tree).lines().map(|line| line.trim_end().to_owned()).collect();
+        let lines: Vec<String> = render(&tree)
+            .lines()
+            .map(|line| line.trim_end().to_owned())
+            .collect();
         assert_eq!(lines.len(), 6, "{lines:#?}");
         assert!(lines[0].starts_with("broker "), "{lines:#?}");
         assert!(lines[1].starts_with("├── channels "), "{lines:#?}");
@@ -167,7 +197,12 @@ mod tests {
 
     #[test]
     fn columns_are_aligned() {
-        let tree = node("broker", "supervisor", 0, vec![node("broker/a-long-channel-name", "channel", 1, vec![])]);
+        let tree = node(
+            "broker",
+            "supervisor",
+            0,
+            vec![node("broker/a-long-channel-name", "channel", 1, vec![])],
+        );
         let rendered = render(&tree);
         // Character positions, because the branch glyphs take several bytes.
         let columns: Vec<usize> = rendered

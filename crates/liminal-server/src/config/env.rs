@@ -39,6 +39,7 @@ pub const OVERRIDES: &[(&str, &[&str], Kind)] = &[
     ("LIMINAL_LIMITS_MAX_FRAME_BYTES", &["limits", "max_frame_bytes"], Kind::Integer),
     ("LIMINAL_LIMITS_MAX_OUTBOUND_BYTES", &["limits", "max_outbound_bytes"], Kind::Integer),
     ("LIMINAL_LIMITS_MAX_INFLIGHT_PUBLISHES", &["limits", "max_inflight_publishes"], Kind::Integer),
+    ("LIMINAL_LIMITS_WRITE_TIMEOUT_MS", &["limits", "write_timeout_ms"], Kind::Integer),
     ("LIMINAL_SUPERVISION_MAX_RESTARTS", &["supervision", "max_restarts"], Kind::Integer),
     ("LIMINAL_SUPERVISION_RESTART_WINDOW_MS", &["supervision", "restart_window_ms"], Kind::Integer),
     ("LIMINAL_AUTH_TOKEN", &["auth", "token"], Kind::String),

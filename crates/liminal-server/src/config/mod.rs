@@ -201,6 +201,7 @@ fn limits(file: &ConfigFile) -> Result<Limits, ConfigError> {
         max_frame_bytes: max_frame_bytes as u32,
         max_outbound_bytes: positive("limits.max_outbound_bytes", limits.max_outbound_bytes)? as usize,
         max_inflight_publishes: positive("limits.max_inflight_publishes", limits.max_inflight_publishes)? as usize,
+        write_timeout: Duration::from_millis(positive("limits.write_timeout_ms", limits.write_timeout_ms)?),
     })
 }
 

@@ -62,7 +62,7 @@ fn record(histogram: &mut Histogram<u64>, elapsed: Duration) {
     histogram.record(micros).expect("value within the histogram bounds");
 }
 
-/// Opens a conversation, makes sure its participant answers, crashes the
+/// Opens a conversation, makes sure its participant replies, crashes the
 /// participant over the wire and times until `ConversationFailed` arrives.
 /// The time includes one client-to-server transit of the `InjectFault`.
 async fn crash_to_failure(client: &Client, subject: &str, crashes: u64) -> anyhow::Result<Histogram<u64>> {

@@ -26,6 +26,9 @@ pub struct PublishArgs {
     /// Give each message a unique idempotency key.
     #[arg(long)]
     pub key: bool,
+    /// Send this file's contents as every payload instead of `--payload` bytes.
+    #[arg(long, value_name = "PATH")]
+    pub payload_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -47,11 +50,10 @@ async fn publish(
     client: &crate::Client,
     channel: &str,
     count: u64,
-    payload: usize,
+    body: Bytes,
     window: usize,
     keyed: bool,
 ) -> anyhow::Result<(Duration, hdrhistogram::Histogram<u64>, u64)> {
-    let body = Bytes::from(vec![b'x'; payload]);
     let run = super::run_channel("k");
     let mut latency = new_histogram();
     let mut in_flight: VecDeque<(Instant, AckFuture)> = VecDeque::with_capacity(window);
@@ -82,21 +84,29 @@ async fn publish(
 
 pub async fn run_publish(server: &str, token: Option<String>, args: &PublishArgs) -> anyhow::Result<()> {
     let client = connect(server, token, "bench-publish").await?;
-    let (elapsed, latency, _) = publish(&client, &args.channel, args.count, args.payload, args.window, args.key).await?;
+    let body = match &args.payload_file {
+        Some(path) => Bytes::from(
+            std::fs::read(path).map_err(|error| anyhow::anyhow!("cannot read --payload-file {}: {error}", path.display()))?,
+        ),
+        None => Bytes::from(vec![b'x'; args.payload]),
+    };
+    let payload_bytes = body.len();
+    let (elapsed, latency, _) = publish(&client, &args.channel, args.count, body, args.window, args.key).await?;
     let scenario = if args.key { "publish-keyed" } else { "publish" };
     report(
         scenario,
         args.count,
         elapsed,
         Some(&latency),
-        &format!("window={} payload={}", args.window, args.payload),
+        &format!("channel={} window={} payload={payload_bytes}", args.channel, args.window),
     );
     Ok(())
 }
 
 pub async fn run_replay(server: &str, token: Option<String>, args: &ReplayArgs) -> anyhow::Result<()> {
     let client = connect(server, token, "bench-replay").await?;
-    let (_, _, first_offset) = publish(&client, &args.channel, args.count, args.payload, 256, false).await?;
+    let body = Bytes::from(vec![b'x'; args.payload]);
+    let (_, _, first_offset) = publish(&client, &args.channel, args.count, body, 256, false).await?;
     let options = SubscribeOptions {
         start: StartPosition::Offset(first_offset),
         accept_schemas: None,
