@@ -33,6 +33,7 @@ health_listen_address = "127.0.0.1:$((LIMINAL_PORT + 1))"
 persistence_path = "$RUN_DIR/data"
 drain_timeout_ms = 5000
 auto_create_channels = true
+fault_injection = true
 fsync = "$FSYNC"
 
 [[channels]]
@@ -83,9 +84,10 @@ scenario() { # name, command...
     local name=$1; shift
     [[ $name =~ $ONLY ]] || return 0
     echo "== $name" >&2
-    local line
-    line=$(timeout 150 "$@" 2>>"$RUN_DIR/errors.log" | grep '^RESULT' | tail -1) || true
-    echo "${line:-RESULT scenario=$name status=failed} label=$name" | tee -a "$OUT"
+    local lines
+    lines=$(timeout 150 "$@" 2>>"$RUN_DIR/errors.log" | grep '^RESULT') || true
+    if [ -z "$lines" ]; then lines="RESULT scenario=$name status=failed"; fi
+    while IFS= read -r line; do echo "$line label=$name"; done <<< "$lines" | tee -a "$OUT"
 }
 
 {
@@ -108,8 +110,6 @@ for round in $(seq "$ROUNDS"); do
     scenario liminal-publish-noschema $LIMINAL publish --channel orders-free --payload-file "$RUN_DIR/order.json" -n "$N_STREAM" --window 1024
     scenario liminal-publish-schema $LIMINAL publish --channel orders --payload-file "$RUN_DIR/order.json" -n "$N_STREAM" --window 1024
     scenario nats-reqreply "$PEERBENCH" reqreply --peer nats --nats-url "$NATS_URL" -n "$N_REQ" --server-pid "$NATS_PID"
-    if $BIN_DIR/liminal bench --help 2>/dev/null | grep -q reqreply; then
-        scenario liminal-reqreply $LIMINAL reqreply -n "$N_REQ"
-    fi
+    scenario liminal-conversation $LIMINAL conversation --crashes 200 --requests "$N_REQ" --warmup 1000
 done
 echo "results: $OUT" >&2

@@ -266,6 +266,8 @@ impl ConnectionState {
 /// `Error` frames about a conversation message carry no request id (the
 /// message has none). Their text starts with `conversation <id>:`, which
 /// clients use to route them; docs/protocol.md states this convention.
+// NOTE: an optional `conversation_id` field on `Error` would let clients
+// route these without parsing the message text.
 fn unknown_conversation(conversation_id: u64) -> Frame {
     Frame::error(
         None,

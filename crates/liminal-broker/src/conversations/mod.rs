@@ -226,27 +226,21 @@ impl Actor for ConversationsSupervisor {
 impl ConversationsState {
     async fn open(&mut self, myself: &ActorRef<ConversationsMsg>, request: OpenRequest) {
         let request_id = request.request_id;
-        let fail = |error: Frame| {
-            let event = ConversationEvent::OpenFailed { request_id, error };
-            let _ = request.requester.send_message(ConnectionMsg::Conversation(event));
-        };
         if self.closing_waiters.is_some() {
-            fail(Frame::error(
+            let error = Frame::error(
                 Some(request_id),
                 ErrorCode::Draining,
                 "the server is shutting down and opens no new conversations",
-            ));
+            );
+            reject_open(&request, error);
             return;
         }
         let Some(route) = self.routing.select(&request.subject) else {
-            fail(Frame::error(
-                Some(request_id),
-                ErrorCode::NoResponder,
-                format!(
-                    "no responder serves subject \"{}\" and conversations.unknown_subject is \"reject\"",
-                    request.subject
-                ),
-            ));
+            let message = format!(
+                "no responder serves subject \"{}\" and conversations.unknown_subject is \"reject\"",
+                request.subject
+            );
+            reject_open(&request, Frame::error(Some(request_id), ErrorCode::NoResponder, message));
             return;
         };
         let conversation_id = self.next_id;
@@ -257,7 +251,7 @@ impl ConversationsState {
             subject: request.subject.clone(),
         };
         let participant_slot = Arc::new(Mutex::new(None));
-        let shared = Arc::new(ConversationShared::new(info, request.outbox));
+        let shared = Arc::new(ConversationShared::new(info, request.outbox.clone()));
         let args = ConversationArgs {
             shared: shared.clone(),
             path: path.clone(),
@@ -271,27 +265,19 @@ impl ConversationsState {
         match Actor::spawn_linked(None, ConversationActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
                 self.by_conversation.insert(conversation_id, actor.get_id());
-                self.live.insert(
-                    actor.get_id(),
-                    Entry {
-                        conversation_id,
-                        path,
-                        actor,
-                        shared,
-                        participant: participant_slot,
-                    },
-                );
+                let entry = Entry {
+                    conversation_id,
+                    path,
+                    actor: actor.clone(),
+                    shared,
+                    participant: participant_slot,
+                };
+                self.live.insert(actor.get_id(), entry);
             }
             Err(error) => {
                 warn!(actor = %path, conversation_id, subject = %request.subject, %error, "failed to start conversation");
-                fail(Frame::error(
-                    Some(request_id),
-                    ErrorCode::Internal,
-                    format!(
-                        "failed to start a conversation on subject \"{}\": {error}",
-                        request.subject
-                    ),
-                ));
+                let message = format!("failed to start a conversation on subject \"{}\": {error}", request.subject);
+                reject_open(&request, Frame::error(Some(request_id), ErrorCode::Internal, message));
             }
         }
     }
@@ -373,6 +359,15 @@ impl ConversationsState {
             children,
         }
     }
+}
+
+/// Sends the requester's connection the error that answers its open.
+fn reject_open(request: &OpenRequest, error: Frame) {
+    let event = ConversationEvent::OpenFailed {
+        request_id: request.request_id,
+        error,
+    };
+    let _ = request.requester.send_message(ConnectionMsg::Conversation(event));
 }
 
 /// How long broker shutdown waits for conversations to close before it
