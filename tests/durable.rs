@@ -370,3 +370,71 @@ async fn no_delivery_after_unsubscribe_during_replay() {
     assert!(unsubscribed);
     assert_eq!(after_unsubscribed, 0, "Deliver frames arrived after Unsubscribed");
 }
+
+#[tokio::test]
+async fn sigterm_drain_keeps_every_acked_message() {
+    let mut server = TestServer::start(DURABLE);
+    let publisher = server.client().await;
+    let publishing = {
+        let publisher = publisher.clone();
+        tokio::spawn(async move {
+            let mut pending = std::collections::VecDeque::new();
+            let mut acked: Vec<(u64, String)> = Vec::new();
+            let mut failures = 0;
+            for index in 0..1_000_000u64 {
+                let payload = format!("d{index}");
+                let request = PublishRequest {
+                    channel: "events".into(),
+                    payload: payload.clone().into(),
+                    ..PublishRequest::default()
+                };
+                match publisher.publish_pipelined(request) {
+                    Ok(future) => pending.push_back((payload, future)),
+                    Err(_) => break,
+                }
+                if pending.len() >= 128 {
+                    let (payload, future) = pending.pop_front().unwrap();
+                    match future.await {
+                        Ok(ack) => acked.push((ack.offset.unwrap(), payload)),
+                        Err(_) => failures += 1,
+                    }
+                }
+                if failures > 100 {
+                    break;
+                }
+            }
+            for (payload, future) in pending {
+                if let Ok(ack) = future.await {
+                    acked.push((ack.offset.unwrap(), payload));
+                }
+            }
+            acked
+        })
+    };
+    // Let a few thousand publishes through, then ask for a drain.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let (status, mut server) = tokio::task::spawn_blocking(move || {
+        let status = server.signal_and_wait("TERM", Duration::from_secs(15));
+        (status, server)
+    })
+    .await
+    .unwrap();
+    let status = status.expect("the server exited after SIGTERM");
+    assert!(status.success(), "exit status {status:?}:\n{}", server.log());
+    assert!(started.elapsed() < Duration::from_secs(7), "drain took {:?}", started.elapsed());
+    let acked = tokio::time::timeout(Duration::from_secs(10), publishing)
+        .await
+        .expect("every publish was answered or failed")
+        .unwrap();
+    assert!(acked.len() > 100, "only {} publishes were acked", acked.len());
+
+    server.spawn();
+    let client = server.client().await;
+    let last = acked.iter().map(|(offset, _)| *offset).max().unwrap();
+    let mut subscription = subscribe_from(&client, "events", StartPosition::Earliest).await;
+    let stored: BTreeMap<u64, String> = read_messages(&mut subscription, last as usize).await.into_iter().collect();
+    for (offset, payload) in &acked {
+        assert_eq!(stored.get(offset), Some(payload), "acked message at offset {offset} was lost by the drain");
+    }
+}
