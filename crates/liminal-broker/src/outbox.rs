@@ -126,19 +126,27 @@ impl Outbox {
     /// dropped; a client that lets them pile up past the headroom is
     /// disconnected as a slow consumer. Returns false if the connection is closing.
     pub fn push_control(&self, frame: Frame) -> bool {
-        let bytes = estimated_size(&frame);
+        self.push_controls(std::iter::once(frame))
+    }
+
+    /// Queues several control frames under one lock, with the same rules as
+    /// [`Outbox::push_control`]. Returns false if the connection is closing.
+    pub fn push_controls(&self, frames: impl IntoIterator<Item = Frame>) -> bool {
         let mut state = self.lock();
-        if state.closing {
-            return false;
+        for frame in frames {
+            if state.closing {
+                return false;
+            }
+            let bytes = estimated_size(&frame);
+            if state.queued_bytes + bytes > self.max_bytes.saturating_mul(CONTROL_HEADROOM_FACTOR) {
+                self.disconnect_slow_consumer(&mut state, "replies");
+                drop(state);
+                self.wake.notify_one();
+                return false;
+            }
+            state.queued_bytes += bytes;
+            state.queue.push_back(Queued { frame, bytes });
         }
-        if state.queued_bytes + bytes > self.max_bytes.saturating_mul(CONTROL_HEADROOM_FACTOR) {
-            self.disconnect_slow_consumer(&mut state, "replies");
-            drop(state);
-            self.wake.notify_one();
-            return false;
-        }
-        state.queued_bytes += bytes;
-        state.queue.push_back(Queued { frame, bytes });
         drop(state);
         self.wake.notify_one();
         true

@@ -138,6 +138,11 @@ impl Subscription {
         self.receiver.recv().await
     }
 
+    /// The next event if one has already arrived, without waiting.
+    pub fn try_next(&mut self) -> Option<SubscriptionEvent> {
+        self.receiver.try_recv().ok()
+    }
+
     /// The next event within `timeout`.
     pub async fn next_timeout(&mut self, timeout: Duration) -> Result<Option<SubscriptionEvent>, ClientError> {
         tokio::time::timeout(timeout, self.receiver.recv())

@@ -264,15 +264,14 @@ impl ChannelState {
             .fetch_add(items.len() as u64, Ordering::Relaxed);
         self.count_published(&items);
         let deliveries = self.fan_out(&items, first_id, None);
-        for (index, item) in items.into_iter().enumerate() {
-            batch.reply.push_control(Frame::PublishAck {
-                request_id: item.request_id,
-                message_id: first_id + index as u64,
-                delivered: deliveries[index] > 0,
-                offset: None,
-                duplicate: false,
-            });
-        }
+        let acks = items.into_iter().enumerate().map(|(index, item)| Frame::PublishAck {
+            request_id: item.request_id,
+            message_id: first_id + index as u64,
+            delivered: deliveries[index] > 0,
+            offset: None,
+            duplicate: false,
+        });
+        batch.reply.push_controls(acks);
     }
 
     pub(crate) fn count_published(&self, items: &[crate::channels::messages::PublishItem]) {

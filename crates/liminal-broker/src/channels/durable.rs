@@ -292,16 +292,17 @@ impl ChannelState {
             debug!(actor = %self.shared.path, conn_id = key.0, subscription_id = key.1, from, "subscriber lags; catching up from the store");
             self.start_replay(myself, key, from);
         }
-        for (index, item) in items.into_iter().enumerate() {
+        let acks = items.into_iter().enumerate().map(|(index, item)| {
             let offset = first_offset + index as u64;
-            batch.reply.push_control(Frame::PublishAck {
+            Frame::PublishAck {
                 request_id: item.request_id,
                 message_id: offset,
                 delivered: deliveries[index] > 0,
                 offset: Some(offset),
                 duplicate: false,
-            });
-        }
+            }
+        });
+        batch.reply.push_controls(acks);
         for (offset, list) in waiting {
             for duplicate in list {
                 duplicate

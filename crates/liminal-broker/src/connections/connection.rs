@@ -259,8 +259,11 @@ impl ConnectionState {
         if self.draining {
             return Err(draining_error(request_id, "Publish"));
         }
-        crate::names::validate_channel_name(channel)
-            .map_err(|message| Frame::error(Some(request_id), ErrorCode::InvalidRequest, message))?;
+        // Names in the cache were validated when they were first resolved.
+        if !self.channels.contains_key(channel) {
+            crate::names::validate_channel_name(channel)
+                .map_err(|message| Frame::error(Some(request_id), ErrorCode::InvalidRequest, message))?;
+        }
         if let Some(key) = key {
             if key.len() > crate::MAX_IDEMPOTENCY_KEY_BYTES {
                 return Err(Frame::error(

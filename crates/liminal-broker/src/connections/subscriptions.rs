@@ -79,11 +79,18 @@ impl ConnectionState {
     /// Runs here, in the publishing connection, so that an expensive schema
     /// costs the publisher's actor time rather than serializing the channel.
     pub(crate) async fn check_schema(&mut self, request_id: u64, channel: &str, payload: &[u8]) -> Result<(), Frame> {
-        let handle = self
-            .channel_handle(channel)
-            .await
-            .map_err(|failure| failure.frame(Some(request_id)))?;
-        let Some(schema) = &handle.shared.schema else {
+        // The cached handle is read in place: this runs once per publish.
+        let schema = match self.channels.get(channel) {
+            Some(handle) => handle.shared.schema.clone(),
+            None => self
+                .channel_handle(channel)
+                .await
+                .map_err(|failure| failure.frame(Some(request_id)))?
+                .shared
+                .schema
+                .clone(),
+        };
+        let Some(schema) = schema else {
             return Ok(());
         };
         schema.validate(payload).map_err(|failure| {
