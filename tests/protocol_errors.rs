@@ -177,3 +177,29 @@ async fn many_bad_clients_do_not_disturb_a_good_one() {
         Some(liminal_client::SubscriptionEvent::Message(_))
     ));
 }
+
+#[tokio::test]
+async fn silent_connection_closed_after_hello_timeout() {
+    let server = TestServer::start("[limits]\nhello_timeout_ms = 300\nmax_connections = 1\n");
+    let mut silent = RawConnection::connect(&server.address).await.unwrap();
+    let frame = silent.receive(WAIT).await.unwrap();
+    assert_error(frame, "hello_required", "300 ms");
+    assert_closed(&mut silent).await;
+    // The slot is free again for a real client.
+    assert_server_still_serves(&server).await;
+}
+
+#[tokio::test]
+async fn empty_idempotency_key_rejected() {
+    let server = TestServer::start("");
+    let client = server.client().await;
+    let request = liminal_client::PublishRequest {
+        channel: "k".into(),
+        payload: "x".into(),
+        idempotency_key: Some(String::new()),
+        ..Default::default()
+    };
+    let error = client.publish_with(request).await.unwrap_err();
+    assert_eq!(error.code(), Some("invalid_request"));
+    assert!(error.to_string().contains("empty"), "{error}");
+}

@@ -88,6 +88,8 @@ pub struct Limits {
     /// Longest time one socket write may wait for the peer to read before
     /// the connection is closed as a slow consumer.
     pub write_timeout: Duration,
+    /// Longest time a new connection may take to send a valid `Hello`.
+    pub hello_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -100,6 +102,7 @@ impl Default for Limits {
             max_outbound_bytes: 8 * 1024 * 1024,
             max_inflight_publishes: 4_096,
             write_timeout: Duration::from_secs(10),
+            hello_timeout: Duration::from_secs(10),
         }
     }
 }

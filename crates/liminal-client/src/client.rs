@@ -194,7 +194,11 @@ impl Client {
             })) => (server_id, max_frame_bytes),
             Some(Ok(Frame::Error { code, message, .. })) => return Err(ClientError::Server { code, message }),
             Some(Ok(other)) => return Err(ClientError::Protocol(format!("expected Welcome, got {}", other.name()))),
-            Some(Err(error)) => return Err(ClientError::Protocol(error.to_string())),
+            Some(Err(error)) => {
+                return Err(ClientError::Protocol(format!(
+                    "{address} did not answer Hello with a Liminal frame ({error}); check that it is the broker's client port (default 7400), not its HTTP port"
+                )));
+            }
             None => return Err(ClientError::Closed("server closed the connection during the handshake".to_owned())),
         };
         let parts = framed.into_parts();

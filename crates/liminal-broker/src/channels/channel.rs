@@ -363,8 +363,9 @@ impl ChannelState {
                             Some(request_id),
                             ErrorCode::InvalidStartPosition,
                             format!(
-                                "channel \"{}\" is ephemeral and keeps no history, so it cannot start at {other:?}; subscribe from latest",
-                                self.shared.config.name
+                                "channel \"{}\" is ephemeral and keeps no history, so it cannot start at {}; subscribe from latest, or declare the channel with durable = true",
+                                self.shared.config.name,
+                                describe_start(other)
                             ),
                         ));
                     }
@@ -474,6 +475,16 @@ fn reject_subscription(request: &SubscribeRequest) {
         .send_message(crate::connections::connection::ConnectionMsg::SubscriptionRejected {
             subscription_id: request.subscription_id,
         });
+}
+
+/// A start position in the words of the CLI flags.
+fn describe_start(start: &liminal_protocol::StartPosition) -> String {
+    match start {
+        liminal_protocol::StartPosition::Latest => "latest".to_owned(),
+        liminal_protocol::StartPosition::Earliest => "earliest".to_owned(),
+        liminal_protocol::StartPosition::Offset(offset) => format!("offset {offset}"),
+        liminal_protocol::StartPosition::Consumer(name) => format!("the position of named consumer \"{name}\""),
+    }
 }
 
 /// The ack for a publish whose idempotency key was already used.

@@ -43,6 +43,8 @@ pub enum ConnectionMsg {
     },
     /// End of a drain: write what is queued, then close the socket.
     Close,
+    /// `limits.hello_timeout` passed since the connection was accepted.
+    HelloDeadline,
     /// From a conversation or participant actor (see `conversations`).
     Conversation(crate::conversations::ConversationEvent),
 }
@@ -130,6 +132,9 @@ impl Actor for ConnectionActor {
             limits.write_timeout,
         ));
         info!(actor = %args.path, conn_id = args.id, peer = %args.peer, "actor started");
+        // A peer that never completes the handshake would otherwise hold a
+        // connection slot forever (and Hello carries the auth token).
+        myself.send_after(limits.hello_timeout, || ConnectionMsg::HelloDeadline);
         Ok(ConnectionState {
             id: args.id,
             path: args.path,
@@ -180,6 +185,16 @@ impl Actor for ConnectionActor {
             }
             ConnectionMsg::Drain { deadline_ms, drained } => state.start_drain(deadline_ms, drained),
             ConnectionMsg::Close => state.outbox.close(None),
+            ConnectionMsg::HelloDeadline if !state.greeted => {
+                let timeout_ms = state.context.config.limits.hello_timeout.as_millis() as u64;
+                warn!(actor = %state.path, conn_id = state.id, timeout_ms, "closing connection: no Hello within the hello timeout");
+                state.outbox.close(Some(Frame::error(
+                    None,
+                    ErrorCode::HelloRequired,
+                    format!("no Hello within {timeout_ms} ms (limits.hello_timeout_ms); closing the connection"),
+                )));
+            }
+            ConnectionMsg::HelloDeadline => {}
             ConnectionMsg::Conversation(event) => state.handle_conversation_event(event),
         }
         Ok(())
@@ -265,6 +280,13 @@ impl ConnectionState {
                 .map_err(|message| Frame::error(Some(request_id), ErrorCode::InvalidRequest, message))?;
         }
         if let Some(key) = key {
+            if key.is_empty() {
+                return Err(Frame::error(
+                    Some(request_id),
+                    ErrorCode::InvalidRequest,
+                    "idempotency key is empty; omit it or send 1 to 256 bytes",
+                ));
+            }
             if key.len() > crate::MAX_IDEMPOTENCY_KEY_BYTES {
                 return Err(Frame::error(
                     Some(request_id),

@@ -40,6 +40,7 @@ pub const OVERRIDES: &[(&str, &[&str], Kind)] = &[
     ("LIMINAL_LIMITS_MAX_OUTBOUND_BYTES", &["limits", "max_outbound_bytes"], Kind::Integer),
     ("LIMINAL_LIMITS_MAX_INFLIGHT_PUBLISHES", &["limits", "max_inflight_publishes"], Kind::Integer),
     ("LIMINAL_LIMITS_WRITE_TIMEOUT_MS", &["limits", "write_timeout_ms"], Kind::Integer),
+    ("LIMINAL_LIMITS_HELLO_TIMEOUT_MS", &["limits", "hello_timeout_ms"], Kind::Integer),
     ("LIMINAL_SUPERVISION_MAX_RESTARTS", &["supervision", "max_restarts"], Kind::Integer),
     ("LIMINAL_SUPERVISION_RESTART_WINDOW_MS", &["supervision", "restart_window_ms"], Kind::Integer),
     ("LIMINAL_AUTH_TOKEN", &["auth", "token"], Kind::String),
@@ -97,9 +98,11 @@ fn parse(name: &str, raw: &str, kind: Kind) -> Result<Value, ConfigError> {
         Kind::String => Ok(Value::String(raw.to_owned())),
         Kind::Integer => raw
             .trim()
-            .parse::<i64>()
+            .parse::<u64>()
+            .ok()
+            .and_then(|value| i64::try_from(value).ok())
             .map(Value::Integer)
-            .map_err(|_| invalid("an integer")),
+            .ok_or_else(|| invalid("a non-negative integer")),
         Kind::Boolean => match raw.trim() {
             "true" | "1" => Ok(Value::Boolean(true)),
             "false" | "0" => Ok(Value::Boolean(false)),

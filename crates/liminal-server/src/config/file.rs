@@ -65,6 +65,7 @@ pub struct LimitsFile {
     pub max_outbound_bytes: u64,
     pub max_inflight_publishes: u64,
     pub write_timeout_ms: u64,
+    pub hello_timeout_ms: u64,
 }
 
 impl Default for LimitsFile {
@@ -78,6 +79,7 @@ impl Default for LimitsFile {
             max_outbound_bytes: limits.max_outbound_bytes as u64,
             max_inflight_publishes: limits.max_inflight_publishes as u64,
             write_timeout_ms: limits.write_timeout.as_millis() as u64,
+            hello_timeout_ms: limits.hello_timeout.as_millis() as u64,
         }
     }
 }

@@ -104,9 +104,17 @@ impl Settings {
         };
         let mut table: toml::Table = toml::from_str(&text).map_err(|error| parse_error(error.to_string()))?;
         let unknown_variables = env::apply_overrides(&mut table, variables)?;
-        let file: ConfigFile = toml::Value::Table(table)
-            .try_into()
-            .map_err(|error: toml::de::Error| parse_error(error.message().to_owned()))?;
+        // serde_path_to_error names the key of a value with the wrong type,
+        // which the TOML error alone does not once the table is parsed.
+        let file: ConfigFile = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|error| {
+            let key = error.path().to_string();
+            let message = error.into_inner().message().to_owned();
+            if key == "." || key.is_empty() {
+                parse_error(message)
+            } else {
+                parse_error(format!("config key `{key}`: {message}"))
+            }
+        })?;
         let server = server_settings(&file)?;
         let broker = broker_config(&file, &base_dir)?;
         Ok(Settings {
@@ -182,9 +190,20 @@ fn duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
     Ok(parsed)
 }
 
+/// Smallest accepted `limits.max_frame_bytes`: room for a `Hello` with a
+/// long client name and token, and for small messages.
+const MIN_FRAME_BYTES: u64 = 1024;
+
 fn limits(file: &ConfigFile) -> Result<Limits, ConfigError> {
     let limits = &file.limits;
     let max_frame_bytes = positive("limits.max_frame_bytes", limits.max_frame_bytes)?;
+    if max_frame_bytes < MIN_FRAME_BYTES {
+        return Err(invalid(
+            "limits.max_frame_bytes",
+            max_frame_bytes,
+            format!("must be at least {MIN_FRAME_BYTES}, or no client can even send Hello"),
+        ));
+    }
     if max_frame_bytes > u64::from(u32::MAX) {
         return Err(invalid("limits.max_frame_bytes", max_frame_bytes, "must fit in 32 bits"));
     }
@@ -202,6 +221,7 @@ fn limits(file: &ConfigFile) -> Result<Limits, ConfigError> {
         max_outbound_bytes: positive("limits.max_outbound_bytes", limits.max_outbound_bytes)? as usize,
         max_inflight_publishes: positive("limits.max_inflight_publishes", limits.max_inflight_publishes)? as usize,
         write_timeout: Duration::from_millis(positive("limits.write_timeout_ms", limits.write_timeout_ms)?),
+        hello_timeout: Duration::from_millis(positive("limits.hello_timeout_ms", limits.hello_timeout_ms)?),
     })
 }
 
@@ -231,10 +251,18 @@ fn channel_config(index: usize, channel: &file::ChannelFile, base_dir: &Path) ->
     }
     let has_retention = channel.max_messages.is_some() || channel.max_bytes.is_some() || max_age.is_some();
     if has_retention && !channel.durable {
+        let (field, value) = match (channel.max_messages, channel.max_bytes, &channel.max_age) {
+            (Some(value), _, _) => ("max_messages", value.to_string()),
+            (None, Some(value), _) => ("max_bytes", value.to_string()),
+            (None, None, age) => ("max_age", age.clone().unwrap_or_default()),
+        };
         return Err(invalid(
-            &key("max_messages"),
-            &channel.name,
-            "retention limits apply only to durable channels; set durable = true or remove them",
+            &key(field),
+            value,
+            format!(
+                "retention limits apply only to durable channels, and channel \"{}\" is ephemeral; set durable = true or remove the limit",
+                channel.name
+            ),
         ));
     }
     let schema = match &channel.schema {

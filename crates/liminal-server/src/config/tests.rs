@@ -93,3 +93,29 @@ fn redacted_toml_hides_token() {
     assert!(!rendered.contains("very-secret"));
     assert!(rendered.contains("<redacted>"));
 }
+
+#[test]
+fn wrong_type_names_key() {
+    let error = load(&format!("{MINIMAL}\n[limits]\nmax_connections = \"lots\"\n"), &[]).unwrap_err();
+    assert!(error.to_string().contains("limits.max_connections"), "{error}");
+}
+
+#[test]
+fn negative_env_override_names_variable() {
+    let error = load(MINIMAL, &[("LIMINAL_DRAIN_TIMEOUT_MS", "-1")]).unwrap_err();
+    assert!(error.to_string().contains("LIMINAL_DRAIN_TIMEOUT_MS"), "{error}");
+}
+
+#[test]
+fn tiny_frame_limit_rejected() {
+    let error = load(MINIMAL, &[("LIMINAL_LIMITS_MAX_FRAME_BYTES", "1")]).unwrap_err();
+    assert!(error.to_string().contains("limits.max_frame_bytes"), "{error}");
+}
+
+#[test]
+fn retention_on_ephemeral_names_value() {
+    let error = load(&format!("{MINIMAL}\n[[channels]]\nname = \"a\"\nmax_messages = 5\n"), &[]).unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains("channels[0].max_messages"), "{text}");
+    assert!(text.contains("\"5\""), "{text}");
+}
