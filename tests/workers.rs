@@ -361,6 +361,23 @@ fn respond_exec_answers_with_command_output() {
 }
 
 #[test]
+fn respond_exec_failure_fails_conversation() {
+    let server = TestServer::start("");
+    let mut worker = spawn_respond(&server, &["broken", "--exec", "echo oops >&2; exit 3"]);
+    wait_for_registrations(&server, "broken", 1);
+    let started = std::time::Instant::now();
+    let output = liminal_request(&server, &["broken", "hello", "--timeout", "5000"]);
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    assert!(!output.status.success(), "a failed command must not look like a reply");
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("exit status: 3"), "{stderr}");
+    assert!(stderr.contains("oops"), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4), "the failure came by timeout");
+}
+
+#[test]
 fn respond_requires_a_mode() {
     let output = Command::new(cli_binary())
         .args(["respond", "subject"])

@@ -63,6 +63,16 @@ impl Worker {
         })
     }
 
+    /// Reports that this worker cannot handle a conversation. The requester
+    /// gets `ConversationFailed` with `reason` (or, under the `restart`
+    /// crash policy, a fresh participant).
+    pub fn fail(&self, conversation_id: u64, reason: impl Into<String>) -> Result<(), ClientError> {
+        self.client.send(Frame::WorkerFail {
+            conversation_id,
+            reason: reason.into(),
+        })
+    }
+
     /// Stops taking new conversations. Conversations already assigned go
     /// on, and their events still arrive on this handle.
     pub async fn unregister(&self) -> Result<(), ClientError> {

@@ -174,6 +174,9 @@ pub enum Frame {
     },
     /// Server → worker: an assigned conversation ended.
     WorkerClose { conversation_id: u64, reason: String },
+    /// Worker → server: the worker cannot handle an assigned conversation;
+    /// the conversation fails as if its participant had crashed.
+    WorkerFail { conversation_id: u64, reason: String },
 
     // -- testing and operations -------------------------------------------
     /// Client → server: make an actor crash, for fault-tolerance tests. Only
@@ -219,6 +222,7 @@ impl Frame {
             Frame::WorkerMessage { .. } => "WorkerMessage",
             Frame::WorkerReply { .. } => "WorkerReply",
             Frame::WorkerClose { .. } => "WorkerClose",
+            Frame::WorkerFail { .. } => "WorkerFail",
             Frame::InjectFault { .. } => "InjectFault",
             Frame::FaultInjected { .. } => "FaultInjected",
         }

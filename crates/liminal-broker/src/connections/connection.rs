@@ -378,7 +378,8 @@ impl ConnectionState {
             | Frame::CloseConversation { .. }
             | Frame::RegisterResponder { .. }
             | Frame::UnregisterResponder { .. }
-            | Frame::WorkerReply { .. }) => self.handle_conversation_frame(myself, frame),
+            | Frame::WorkerReply { .. }
+            | Frame::WorkerFail { .. }) => self.handle_conversation_frame(myself, frame),
             other => {
                 let name = other.name();
                 self.outbox.push_control(Frame::error(

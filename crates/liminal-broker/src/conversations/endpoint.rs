@@ -80,6 +80,10 @@ impl ConnectionState {
                 in_reply_to,
                 payload,
             } => self.worker_reply(conversation_id, in_reply_to, payload),
+            Frame::WorkerFail {
+                conversation_id,
+                reason,
+            } => self.worker_fail(conversation_id, reason),
             other => unreachable!("{} is not a conversation frame", other.name()),
         }
     }
@@ -246,6 +250,15 @@ impl ConnectionState {
         }
         self.outbox
             .push_control(Frame::ResponderUnregistered { request_id, subject });
+    }
+
+    fn worker_fail(&mut self, conversation_id: u64, reason: String) {
+        let Some(participant) = self.conversation_routes.assigned.remove(&conversation_id) else {
+            self.outbox.push_control(unknown_conversation(conversation_id));
+            return;
+        };
+        info!(actor = %self.path, conn_id = self.id, conversation_id, %reason, "worker reported a failure");
+        let _ = participant.send_message(ParticipantMsg::WorkerFailed { reason });
     }
 
     fn worker_reply(&mut self, conversation_id: u64, in_reply_to: u64, payload: Bytes) {

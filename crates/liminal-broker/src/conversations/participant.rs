@@ -82,6 +82,8 @@ pub enum ParticipantMsg {
     Message { message_id: u64, payload: Bytes },
     /// A reply of the remote worker, from the worker's connection actor.
     WorkerReply { in_reply_to: u64, payload: Bytes },
+    /// The remote worker reported that it cannot handle the conversation.
+    WorkerFailed { reason: String },
     /// Close normally: run `on_close`, or send `WorkerClose`, then stop.
     Close { reason: String },
     /// Fault injection: panic on receipt.
@@ -213,6 +215,9 @@ impl Actor for ParticipantActor {
                 outcome?;
             }
             ParticipantMsg::WorkerReply { in_reply_to, payload } => state.worker_reply(in_reply_to, payload),
+            // Failing the participant applies the subject's crash policy,
+            // exactly as a worker that disconnected does.
+            ParticipantMsg::WorkerFailed { reason } => return Err(format!("worker failed: {reason}").into()),
             ParticipantMsg::Close { reason } => {
                 state.close(&reason).await;
                 myself.stop(Some(reason));

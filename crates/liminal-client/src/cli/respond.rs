@@ -81,8 +81,15 @@ async fn serve_conversation(
             Some(command) => match run_command(command, &payload).await {
                 Ok(output) => output,
                 Err(error) => {
+                    // The requester learns of the failure at once instead of
+                    // getting an empty or partial reply.
                     eprintln!("conversation {conversation_id}, message {message_id}: {error:#}");
-                    continue;
+                    let frame = liminal_protocol::Frame::WorkerFail {
+                        conversation_id,
+                        reason: format!("{error:#}"),
+                    };
+                    let _ = client.send(frame);
+                    return;
                 }
             },
         };
@@ -98,14 +105,14 @@ async fn serve_conversation(
 }
 
 /// Runs `command` with `input` on stdin and returns its stdout. A non-zero
-/// exit status is reported on stderr, and the output is still the reply.
+/// exit status is an error naming the status and the command's stderr.
 async fn run_command(command: &str, input: &[u8]) -> anyhow::Result<Bytes> {
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(command)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("failed to start `sh -c {command:?}`"))?;
@@ -122,7 +129,13 @@ async fn run_command(command: &str, input: &[u8]) -> anyhow::Result<Bytes> {
         .with_context(|| format!("failed to run `sh -c {command:?}`"))?;
     let _ = writer.await;
     if !output.status.success() {
-        eprintln!("`{command}` exited with {}", output.status);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = stderr.trim();
+        anyhow::bail!(
+            "`{command}` exited with {}{}",
+            output.status,
+            if stderr.is_empty() { String::new() } else { format!(": {stderr}") }
+        );
     }
     Ok(Bytes::from(output.stdout))
 }
