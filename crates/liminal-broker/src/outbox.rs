@@ -205,29 +205,19 @@ impl Outbox {
     /// channels use this and let a subscriber that does not keep up catch
     /// up from the store instead.
     pub fn push_deliveries_until_full(&self, frames: impl IntoIterator<Item = Frame>) -> Option<usize> {
-        let mut state = self.lock();
-        if state.closing {
-            return None;
-        }
-        let mut accepted = 0;
-        for frame in frames {
-            let bytes = estimated_size(&frame);
-            if state.queued_bytes + bytes > self.max_bytes && !state.queue.is_empty() {
-                break;
-            }
-            state.queued_bytes += bytes;
-            state.queue.push_back(Queued { frame, bytes });
-            accepted += 1;
-        }
-        drop(state);
-        self.wake.notify_one();
-        Some(accepted)
+        self.push_without_dropping(frames, Some(self.max_bytes))
     }
 
     /// Queues replayed `Deliver` frames regardless of the bound; the replay
     /// task limits itself by waiting on [`Outbox::queued_bytes`]. Returns
     /// `None` when the connection is closing.
     pub fn push_replay(&self, frames: impl IntoIterator<Item = Frame>) -> Option<usize> {
+        self.push_without_dropping(frames, None)
+    }
+
+    /// Queues frames until one would take the queue past `bound` (never for
+    /// `None`), and returns how many were queued.
+    fn push_without_dropping(&self, frames: impl IntoIterator<Item = Frame>, bound: Option<usize>) -> Option<usize> {
         let mut state = self.lock();
         if state.closing {
             return None;
@@ -235,6 +225,10 @@ impl Outbox {
         let mut accepted = 0;
         for frame in frames {
             let bytes = estimated_size(&frame);
+            let full = bound.is_some_and(|bound| state.queued_bytes + bytes > bound && !state.queue.is_empty());
+            if full {
+                break;
+            }
             state.queued_bytes += bytes;
             state.queue.push_back(Queued { frame, bytes });
             accepted += 1;
