@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs `liminal bench` scenarios and the matching NATS scenarios of the
-# shared peerbench tool interleaved, on this machine, against servers this
+# peerbench load tool interleaved, on this machine, against servers this
 # script starts on 127.0.0.1 and stops by PID. Writes RESULT lines to $OUT.
 #
 #   ROUNDS=3 scripts/bench-compare.sh
@@ -8,7 +8,7 @@
 #
 # Needs: nats-server (apt-get install -y nats-server), a release build of
 # Liminal (cargo build --release --bins), and peerbench built in release
-# from ../shared/peerbench (copy it out of shared/ and build it there).
+# and a release build of peerbench (set PEERBENCH to its binary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -8,8 +8,8 @@ mod http;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{TestServer, WAIT, cli_binary};
-use liminal_client::{Client, ClientError, RawConnection, SubscriptionEvent};
+use common::{TestServer, WAIT, cli_binary, crash_channel};
+use liminal_client::{ClientError, RawConnection, SubscriptionEvent};
 use liminal_protocol::{Frame, PROTOCOL_VERSION, StartPosition};
 
 fn http_address(server: &TestServer) -> String {
@@ -19,20 +19,6 @@ fn http_address(server: &TestServer) -> String {
         .expect("the startup line names the HTTP address (http=...)")
 }
 
-async fn crash_channel(client: &Client, channel: &str) {
-    let request_id = client.next_request_id();
-    let answer = client
-        .call(
-            request_id,
-            Frame::InjectFault {
-                request_id,
-                target: format!("channel/{channel}"),
-            },
-        )
-        .await
-        .expect("fault injected");
-    assert!(matches!(answer, Frame::FaultInjected { .. }), "{answer:?}");
-}
 
 /// Returns the value of an exact metric line such as `name{label="x"}`.
 fn metric_value(page: &str, series: &str) -> Option<f64> {

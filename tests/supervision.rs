@@ -3,24 +3,10 @@
 
 mod common;
 
-use common::{TestServer, WAIT};
+use common::{TestServer, WAIT, crash_channel};
 use liminal_client::SubscriptionEvent;
 use liminal_protocol::Frame;
 
-async fn crash_channel(client: &liminal_client::Client, channel: &str) {
-    let request_id = client.next_request_id();
-    let answer = client
-        .call(
-            request_id,
-            Frame::InjectFault {
-                request_id,
-                target: format!("channel/{channel}"),
-            },
-        )
-        .await
-        .expect("fault injected");
-    assert!(matches!(answer, Frame::FaultInjected { .. }));
-}
 
 #[tokio::test]
 async fn crashed_channel_restarts_and_subscriber_keeps_receiving() {

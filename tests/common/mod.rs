@@ -205,3 +205,20 @@ pub fn cli_binary() -> &'static str {
 
 /// Default wait for events that should happen promptly.
 pub const WAIT: Duration = Duration::from_secs(5);
+
+/// Crashes a channel actor through `InjectFault` (the test config enables
+/// fault injection) and checks the server confirmed it.
+pub async fn crash_channel(client: &Client, channel: &str) {
+    let request_id = client.next_request_id();
+    let answer = client
+        .call(
+            request_id,
+            liminal_protocol::Frame::InjectFault {
+                request_id,
+                target: format!("channel/{channel}"),
+            },
+        )
+        .await
+        .expect("fault injected");
+    assert!(matches!(answer, liminal_protocol::Frame::FaultInjected { .. }), "{answer:?}");
+}
