@@ -7,3 +7,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo test --workspace --all-targets --no-run
 RUST_TEST_THREADS="${LIMINAL_TEST_THREADS:-4}" cargo test --workspace --all-targets
+cargo test --workspace --doc
