@@ -231,6 +231,11 @@ impl ConnectionState {
         let actor = handle.actor.clone();
         self.channels.insert(channel.to_owned(), handle);
         self.watch(myself, &actor, channel);
+        // NOTE: a re-attached subscription starts again from its original
+        // start position. On a durable channel an `offset` or `earliest`
+        // subscriber therefore gets its history twice, and a `latest`
+        // subscriber misses what was published while the channel restarted;
+        // named consumers resume from their cursor and are exact.
         for subscription_id in affected {
             let subscription = &self.subscriptions[&subscription_id];
             let request = SubscribeRequest {
