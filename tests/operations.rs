@@ -427,6 +427,24 @@ fn check_config_prints_redacted_config() {
 }
 
 #[test]
+fn check_config_warns_about_misspelled_variable() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("liminal.toml");
+    std::fs::write(&path, common::BASE_CONFIG).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_liminal-server"))
+        .arg("--check-config")
+        .arg(&path)
+        .env("LIMINAL_LIMITS_MAX_CONECTIONS", "5")
+        .output()
+        .expect("run liminal-server --check-config");
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("LIMINAL_LIMITS_MAX_CONECTIONS"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("MAX_CONECTIONS"), "warnings must stay off stdout: {stdout}");
+}
+
+#[test]
 fn check_config_rejects_zero_limit() {
     let text = format!("{}\n[limits]\nmax_connections = 0\n", common::BASE_CONFIG);
     let output = check_config(&text);

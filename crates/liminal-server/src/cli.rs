@@ -32,6 +32,10 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(path) = &args.check_config {
         let settings = Settings::load(Some(path))?;
+        // Warnings go to stderr so stdout stays a valid config file.
+        for variable in &settings.unknown_variables {
+            eprintln!("warning: {variable} matches no setting and is ignored (docs/operations.md lists every override)");
+        }
         print!("{}", settings.redacted_toml());
         return Ok(());
     }
