@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::TrySendError;
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options, WriteOptions};
+use rocksdb::{BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options, WriteOptions};
 
 use crate::codec::decode_u32;
 use crate::command::{ApplyOutcome, Command};
@@ -243,6 +243,16 @@ fn open_db(path: &Path) -> std::result::Result<DB, rocksdb::Error> {
         let mut cf_options = Options::default();
         if name == keys::CF_STREAMS {
             cf_options.set_compression_type(DBCompressionType::Lz4);
+        }
+        if name == keys::CF_RECEIPTS {
+            // Almost every receipt lookup is for a key never seen before
+            // (a fresh idempotency key), so bloom filters let the memtable
+            // and SST files answer "absent" without a search.
+            let mut table = BlockBasedOptions::default();
+            table.set_bloom_filter(10.0, false);
+            cf_options.set_block_based_table_factory(&table);
+            cf_options.set_memtable_prefix_bloom_ratio(0.1);
+            cf_options.set_memtable_whole_key_filtering(true);
         }
         ColumnFamilyDescriptor::new(name, cf_options)
     });
