@@ -8,7 +8,7 @@ mod http;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{TestServer, WAIT, cli_binary, crash_channel};
+use common::{TestServer, WAIT, cli_binary, crash_channel, stalled_subscriber};
 use liminal_client::{ClientError, RawConnection, SubscriptionEvent};
 use liminal_protocol::{Frame, PROTOCOL_VERSION, StartPosition};
 
@@ -510,37 +510,6 @@ fn config_keys(value: &serde_json::Value, prefix: &str, keys: &mut Vec<String>) 
     }
 }
 
-/// Opens a raw connection that subscribes and then never reads, so its
-/// outbox fills up and stays full.
-async fn stalled_subscriber(server: &TestServer, channel: &str) -> RawConnection {
-    let mut connection = RawConnection::connect(&server.address).await.unwrap();
-    connection
-        .send(&Frame::Hello {
-            versions: vec![PROTOCOL_VERSION],
-            client_name: "stalled".to_owned(),
-            token: None,
-        })
-        .await
-        .unwrap();
-    assert!(matches!(
-        connection.receive(WAIT).await.unwrap(),
-        Some(Frame::Welcome { .. })
-    ));
-    connection
-        .send(&Frame::Subscribe {
-            request_id: 1,
-            channel: channel.to_owned(),
-            start: StartPosition::Latest,
-            accept_schemas: None,
-        })
-        .await
-        .unwrap();
-    assert!(matches!(
-        connection.receive(WAIT).await.unwrap(),
-        Some(Frame::Subscribed { .. })
-    ));
-    connection
-}
 
 #[tokio::test]
 async fn drain_answers_every_publish_and_exits_zero() {

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{TestServer, WAIT};
-use liminal_client::{Client, PublishRequest, RawConnection, SubscriptionEvent};
-use liminal_protocol::{Frame, PROTOCOL_VERSION, StartPosition};
+use common::{TestServer, WAIT, stalled_subscriber};
+use liminal_client::{Client, PublishRequest, SubscriptionEvent};
+use liminal_protocol::Frame;
 
 /// Messages per rate measurement.
 const RATE_MESSAGES: u64 = 200_000;
@@ -39,36 +39,6 @@ fn exclusive() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(|poison| poison.into_inner())
 }
 
-async fn stalled_subscriber(server: &TestServer, channel: &str) -> RawConnection {
-    let mut connection = RawConnection::connect(&server.address).await.unwrap();
-    connection
-        .send(&Frame::Hello {
-            versions: vec![PROTOCOL_VERSION],
-            client_name: "stalled".to_owned(),
-            token: None,
-        })
-        .await
-        .unwrap();
-    assert!(matches!(
-        connection.receive(WAIT).await.unwrap(),
-        Some(Frame::Welcome { .. })
-    ));
-    connection
-        .send(&Frame::Subscribe {
-            request_id: 1,
-            channel: channel.to_owned(),
-            start: StartPosition::Latest,
-            accept_schemas: None,
-        })
-        .await
-        .unwrap();
-    let answer = connection.receive(WAIT).await.unwrap();
-    assert!(
-        matches!(answer, Some(Frame::Subscribed { .. })),
-        "{answer:?}"
-    );
-    connection
-}
 
 /// Publishes `count` messages to `channel` while one fast subscriber reads
 /// them, and returns the fast subscriber's rate in messages per second,

@@ -222,3 +222,32 @@ pub async fn crash_channel(client: &Client, channel: &str) {
         .expect("fault injected");
     assert!(matches!(answer, liminal_protocol::Frame::FaultInjected { .. }), "{answer:?}");
 }
+
+/// Connects a raw client that says Hello, subscribes to `channel` from the
+/// latest message and then never reads, so its socket and outbox fill up.
+pub async fn stalled_subscriber(server: &TestServer, channel: &str) -> liminal_client::RawConnection {
+    use liminal_protocol::{Frame, PROTOCOL_VERSION, StartPosition};
+    let mut connection = liminal_client::RawConnection::connect(&server.address).await.unwrap();
+    connection
+        .send(&Frame::Hello {
+            versions: vec![PROTOCOL_VERSION],
+            client_name: "stalled".to_owned(),
+            token: None,
+        })
+        .await
+        .unwrap();
+    let welcome = connection.receive(WAIT).await.unwrap();
+    assert!(matches!(welcome, Some(Frame::Welcome { .. })), "{welcome:?}");
+    connection
+        .send(&Frame::Subscribe {
+            request_id: 1,
+            channel: channel.to_owned(),
+            start: StartPosition::Latest,
+            accept_schemas: None,
+        })
+        .await
+        .unwrap();
+    let answer = connection.receive(WAIT).await.unwrap();
+    assert!(matches!(answer, Some(Frame::Subscribed { .. })), "{answer:?}");
+    connection
+}

@@ -292,7 +292,7 @@ impl BrokerHandle {
         self.store.as_ref().map(|_| self.write_latency.as_ref())
     }
 
-    /// The durable store, when the broker has one.
+    /// Returns the durable store, when the broker has one.
     pub fn store(&self) -> Option<&Arc<Store>> {
         self.store.as_ref()
     }
@@ -304,7 +304,7 @@ impl BrokerHandle {
             .map_err(|_| BrokerError::NotRunning)
     }
 
-    /// The live supervision tree.
+    /// Returns the live supervision tree.
     pub async fn tree(&self) -> Result<TreeNode, BrokerError> {
         match self.root.call(BrokerMsg::Tree, Some(Duration::from_secs(5))).await {
             Ok(ractor::rpc::CallResult::Success(tree)) => Ok(tree),
@@ -359,12 +359,12 @@ impl BrokerHandle {
         &self.connection_stats
     }
 
-    /// The configuration the broker runs with.
+    /// Returns the configuration the broker runs with.
     pub fn config(&self) -> &BrokerConfig {
         &self.config
     }
 
-    /// Whether the root supervisor is still running.
+    /// Returns whether the root supervisor is still running.
     pub fn is_running(&self) -> bool {
         self.root.get_status() == ractor::ActorStatus::Running
     }

@@ -8,10 +8,10 @@ use std::time::Duration;
 use liminal_schema::ChannelSchema;
 pub use liminal_store::FsyncPolicy;
 
-/// What a channel does when a subscriber's connection cannot take more data.
+/// The policy a channel applies when a subscriber's connection cannot take more data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SlowConsumerPolicy {
-    /// The slow subscriber loses its oldest pending messages and is told how many.
+    /// The slow subscriber loses its oldest pending messages and receives their count.
     #[default]
     Drop,
     /// The slow connection is closed with the `slow_consumer` error code.
@@ -39,7 +39,7 @@ pub struct ChannelConfig {
 }
 
 impl ChannelConfig {
-    /// An ephemeral channel with default settings.
+    /// Returns an ephemeral channel with default settings.
     pub fn ephemeral(name: impl Into<String>) -> ChannelConfig {
         ChannelConfig {
             name: name.into(),
@@ -85,10 +85,10 @@ pub struct Limits {
     /// Publishes a connection may have in flight (received, not yet acked)
     /// before the server stops reading from its socket.
     pub max_inflight_publishes: usize,
-    /// Longest time one socket write may wait for the peer to read before
+    /// Maximum time one socket write may wait for the peer to read before
     /// the connection is closed as a slow consumer.
     pub write_timeout: Duration,
-    /// Longest time a new connection may take to send a valid `Hello`.
+    /// Maximum time a new connection may take to send a valid `Hello`.
     pub hello_timeout: Duration,
 }
 
@@ -177,7 +177,7 @@ impl Default for ConversationsConfig {
     }
 }
 
-/// Where and how durable channels are stored.
+/// Location and sync policy of the durable store.
 #[derive(Debug, Clone)]
 pub struct PersistenceConfig {
     /// Directory of the RocksDB store; created when missing.

@@ -20,7 +20,7 @@ use crate::config::SlowConsumerPolicy;
 
 /// Control frames (acks, errors, replies) may use this many times the
 /// delivery bound before the connection counts as a slow consumer, because
-/// they answer the client's own requests and must not be dropped.
+/// they respond to the client's own requests and must not be dropped.
 const CONTROL_HEADROOM_FACTOR: usize = 4;
 
 /// The result of offering a delivery to a connection.

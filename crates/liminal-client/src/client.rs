@@ -42,7 +42,7 @@ impl Default for ClientOptions {
     }
 }
 
-/// The server's answer to a publish.
+/// The server's acknowledgement of a publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishAck {
     pub message_id: u64,
@@ -75,7 +75,7 @@ pub struct Message {
     pub headers: Option<Headers>,
 }
 
-/// What a subscription yields.
+/// An event a subscription delivers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SubscriptionEvent {
     Message(Message),
@@ -133,17 +133,17 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// The next event, or `None` once the subscription or connection ended.
+    /// Waits for the next event; returns `None` once the subscription or connection ended.
     pub async fn next(&mut self) -> Option<SubscriptionEvent> {
         self.receiver.recv().await
     }
 
-    /// The next event if one has already arrived, without waiting.
+    /// Returns the next event if one has already arrived, without waiting.
     pub fn try_next(&mut self) -> Option<SubscriptionEvent> {
         self.receiver.try_recv().ok()
     }
 
-    /// The next event within `timeout`.
+    /// Waits up to `timeout` for the next event.
     pub async fn next_timeout(&mut self, timeout: Duration) -> Result<Option<SubscriptionEvent>, ClientError> {
         tokio::time::timeout(timeout, self.receiver.recv())
             .await
@@ -196,7 +196,7 @@ impl Client {
             Some(Ok(other)) => return Err(ClientError::Protocol(format!("expected Welcome, got {}", other.name()))),
             Some(Err(error)) => {
                 return Err(ClientError::Protocol(format!(
-                    "{address} did not answer Hello with a Liminal frame ({error}); check that it is the broker's client port (default 7400), not its HTTP port"
+                    "{address} did not respond to Hello with a Liminal frame ({error}); check that it is the broker's client port (default 7400), not its HTTP port"
                 )));
             }
             None => return Err(ClientError::Closed("server closed the connection during the handshake".to_owned())),
@@ -224,22 +224,22 @@ impl Client {
         })
     }
 
-    /// The server id from `Welcome`.
+    /// Returns the server id from `Welcome`.
     pub fn server_id(&self) -> &str {
         &self.server_id
     }
 
-    /// The server's maximum frame size from `Welcome`.
+    /// Returns the server's maximum frame size from `Welcome`.
     pub fn max_frame_bytes(&self) -> u32 {
         self.max_frame_bytes
     }
 
-    /// A fresh request id.
+    /// Returns a fresh request id.
     pub fn next_request_id(&self) -> u64 {
         self.next_request_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Sends a frame that expects no answer.
+    /// Sends a frame that expects no response.
     pub fn send(&self, frame: Frame) -> Result<(), ClientError> {
         if let Some(error) = &self.shared.routes().closed {
             return Err(error.clone());
@@ -249,7 +249,7 @@ impl Client {
             .map_err(|_| ClientError::Closed("connection closed".to_owned()))
     }
 
-    /// Sends a frame and returns a receiver for the answer carrying `request_id`.
+    /// Sends a frame and returns a receiver for the response carrying `request_id`.
     pub fn request(&self, request_id: u64, frame: Frame) -> Result<oneshot::Receiver<Result<Frame, ClientError>>, ClientError> {
         let (sender, receiver) = oneshot::channel();
         {

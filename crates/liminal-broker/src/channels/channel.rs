@@ -50,7 +50,7 @@ pub struct ChannelShared {
 }
 
 impl ChannelShared {
-    /// The channel's schema id, if it has a schema.
+    /// Returns the channel's schema id, if it has a schema.
     pub fn schema_id(&self) -> Option<&str> {
         self.schema.as_deref().map(ChannelSchema::id)
     }
@@ -67,7 +67,7 @@ pub struct ChannelStats {
     pub dedup_hits: AtomicU64,
 }
 
-/// How a subscriber currently receives messages.
+/// The way a subscriber currently receives messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
     /// Receives each message as the channel handles it.
@@ -87,9 +87,9 @@ pub(crate) struct Subscriber {
     pub consumer: Option<String>,
     /// Highest offset acknowledged through this subscription.
     pub acked: u64,
-    /// Shared with the running replay task, if any; set to true (under the
-    /// lock) when the subscription ends, so no replayed `Deliver` can follow
-    /// the `Unsubscribed` frame.
+    /// Cancel flag shared with the running replay task, if any. It is set
+    /// under its lock when the subscription ends, so no replayed `Deliver`
+    /// can follow the `Unsubscribed` frame.
     pub replay_cancelled: Option<Arc<Mutex<bool>>>,
 }
 
@@ -234,7 +234,7 @@ impl ChannelState {
         let window = self.shared.config.dedup_window;
         let mut items = batch.take_items();
 
-        // Keyed repeats within the window are answered as duplicates and
+        // Keyed repeats within the window are acked as duplicates and
         // never reach a subscriber. Only this actor assigns ids, so the id an
         // item will get is the counter plus the number of items kept before it.
         let base_id = self.shared.next_message_id.load(Ordering::Relaxed);
@@ -467,8 +467,8 @@ impl ChannelState {
     }
 }
 
-/// Tells the connection that a subscription it registered was refused, so
-/// it forgets the id (the client already got the `Error`).
+/// Notifies the connection that a subscription it registered was rejected,
+/// so it removes the id (the client already got the `Error`).
 fn reject_subscription(request: &SubscribeRequest) {
     let _ = request
         .connection
@@ -477,7 +477,7 @@ fn reject_subscription(request: &SubscribeRequest) {
         });
 }
 
-/// A start position in the words of the CLI flags.
+/// Describes a start position in the words of the CLI flags.
 fn describe_start(start: &liminal_protocol::StartPosition) -> String {
     match start {
         liminal_protocol::StartPosition::Latest => "latest".to_owned(),
@@ -487,7 +487,7 @@ fn describe_start(start: &liminal_protocol::StartPosition) -> String {
     }
 }
 
-/// The ack for a publish whose idempotency key was already used.
+/// Builds the ack for a publish whose idempotency key was already used.
 pub(crate) fn duplicate_ack(request_id: u64, original_id: u64, offset: Option<u64>) -> Frame {
     Frame::PublishAck {
         request_id,

@@ -3,7 +3,7 @@
 //! resume after their last acknowledged offset.
 //!
 //! Offsets are assigned here, by the channel actor, and handed to the store
-//! in `Command::Append`; the store refuses a non-contiguous append, so a gap
+//! in `Command::Append`. The store rejects a non-contiguous append, so a gap
 //! can never be written. Appends are pipelined: the actor keeps handling
 //! publishes while earlier batches are being written, and delivers and
 //! acknowledges each batch when the store's completion comes back through
@@ -35,7 +35,7 @@ use crate::outbox::Outbox;
 /// Most expired receipts one maintenance pass removes.
 const RECEIPT_PURGE_BATCH: usize = 10_000;
 
-/// Where a durable channel lives in the store.
+/// Location of a durable channel in the store.
 #[derive(Clone)]
 pub struct DurableBinding {
     pub store: Arc<Store>,
@@ -56,8 +56,8 @@ impl std::fmt::Debug for DurableBinding {
     }
 }
 
-/// A publish whose key was in flight when it arrived; it is answered when
-/// the original publish's write completes.
+/// A publish whose key was in flight when it arrived. It is acked when the
+/// original publish's write completes.
 #[derive(Debug)]
 struct WaitingDuplicate {
     request_id: u64,
@@ -79,7 +79,7 @@ pub struct DurableState {
     maintenance_running: Arc<AtomicBool>,
 }
 
-/// What an idempotency key means for a new publish.
+/// Classification of a new publish's idempotency key.
 enum KeyClaim {
     /// Never used within the window: store the message and claim the key.
     Fresh,
@@ -91,7 +91,7 @@ enum KeyClaim {
     Failed(String),
 }
 
-/// Where a new subscriber starts.
+/// Starting point of a new subscriber.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Placement {
     pub start_offset: Option<u64>,
@@ -234,7 +234,7 @@ impl ChannelState {
             },
             Box::new(move |result| {
                 let result = result.map(|_| ()).map_err(|error| error.to_string());
-                // If the actor is gone, dropping the batch answers every
+                // If the actor is gone, dropping the batch replies to every
                 // publish in it with `channel_unavailable`.
                 let _ = actor.send_message(ChannelMsg::Appended {
                     batch,
@@ -400,7 +400,7 @@ impl ChannelState {
         }));
     }
 
-    /// A replay reached `next_offset`. If nothing was written since it
+    /// Handles a replay that reached `next_offset`. If nothing was written since it
     /// started, the subscriber goes live: the next `Appended` delivers to it
     /// directly, with no gap and no repeat at the seam.
     pub(crate) fn replay_done(&mut self, myself: &ActorRef<ChannelMsg>, key: SubscriberKey, generation: u64, next_offset: u64) {

@@ -11,10 +11,10 @@ use crate::channels::messages::{ChannelMsg, SubscribeRequest};
 use crate::channels::{ChannelHandle, ChannelsMsg, ResolveError};
 use crate::connections::connection::{ConnectionMsg, ConnectionState, Subscription};
 
-/// How long a connection waits for the channels supervisor to answer.
+/// Maximum time a connection waits for the channels supervisor to respond.
 const REGISTRY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Why a channel could not be reached, ready to become an `Error` frame.
+/// Reason a channel could not be reached, ready to become an `Error` frame.
 #[derive(Debug, Clone)]
 pub(crate) struct ChannelFailure {
     code: ErrorCode,
@@ -70,7 +70,7 @@ impl ConnectionState {
             Ok(ractor::rpc::CallResult::Success(Err(error))) => Err(error.into()),
             _ => Err(ChannelFailure {
                 code: ErrorCode::ChannelUnavailable,
-                message: format!("channel registry did not answer for channel \"{name}\"; retry later"),
+                message: format!("channel registry did not respond for channel \"{name}\"; retry later"),
             }),
         }
     }
@@ -175,7 +175,7 @@ impl ConnectionState {
             .map(|handle| handle.actor.send_message(message).is_ok())
             .unwrap_or(false);
         if !sent {
-            // The channel is gone, so no delivery can follow this answer.
+            // The channel is gone, so no delivery can follow this response.
             self.outbox.push_control(Frame::Unsubscribed {
                 request_id,
                 subscription_id,
@@ -206,8 +206,8 @@ impl ConnectionState {
     }
 
     /// Handles the exit of a channel actor this connection subscribes to:
-    /// re-registers every subscription with the restarted actor, or tells
-    /// the client with `SubscriptionLost` when the channel did not come back.
+    /// re-registers every subscription with the restarted actor, or sends
+    /// the client `SubscriptionLost` when the channel did not come back.
     pub(crate) async fn reattach(&mut self, myself: &ActorRef<ConnectionMsg>, channel: &str) {
         self.channels.remove(channel);
         let handle = self.lookup_restarted(channel).await;
@@ -234,8 +234,8 @@ impl ConnectionState {
         // NOTE: a re-attached subscription starts again from its original
         // start position. On a durable channel an `offset` or `earliest`
         // subscriber therefore gets its history twice, and a `latest`
-        // subscriber misses what was published while the channel restarted;
-        // named consumers resume from their cursor and are exact.
+        // subscriber misses what was published while the channel restarted.
+        // Named consumers resume from their cursor and are exact.
         for subscription_id in affected {
             let subscription = &self.subscriptions[&subscription_id];
             let request = SubscribeRequest {
@@ -253,9 +253,9 @@ impl ConnectionState {
     }
 }
 
-/// How many times, and how far apart, a connection asks for a restarted
-/// channel. The supervisor may not have handled the crash yet when the
-/// connection first asks; it restarts a channel within milliseconds.
+/// Attempts and backoff for looking up a restarted channel. The supervisor
+/// may not have handled the crash yet at the first lookup, and it restarts a
+/// channel within milliseconds.
 const REATTACH_ATTEMPTS: u32 = 20;
 const REATTACH_BACKOFF: Duration = Duration::from_millis(25);
 
