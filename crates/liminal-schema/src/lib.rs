@@ -4,7 +4,8 @@
 //! to its channel before the message reaches the channel actor. Each check is bounded by
 //! [`SchemaLimits`], because payloads come from untrusted clients:
 //! - payload size is checked before any byte is decoded;
-//! - nesting depth is checked by a linear scan before the recursive JSON parser runs;
+//! - nesting depth is bounded by serde_json's recursion limit while parsing, and checked against
+//!   the configured limit afterwards;
 //! - numbers outside the `f64` range fail as invalid JSON instead of being rounded;
 //! - regex `pattern`s run in linear time by default, or under a backtracking limit when a schema
 //!   needs look-around or backreferences.

@@ -155,7 +155,7 @@ impl ChannelSchema {
     /// Checks that `payload` is UTF-8 JSON that matches the schema.
     ///
     /// Checks run in this order and stop at the first failure: size, UTF-8, nesting depth, JSON
-    /// syntax, schema. The UTF-8, depth and syntax checks each make one pass over the payload.
+    /// syntax, schema. An accepted payload is read twice, once for UTF-8 and once by the parser.
     ///
     /// # Errors
     ///
