@@ -332,14 +332,15 @@ async fn participant_crash_fails_only_its_conversation() {
     let mut fresh = other_client.open_conversation("echo").await.unwrap();
     assert_eq!(fresh.request("new", WAIT).await.unwrap(), Bytes::from("new"));
 
+    let failed_logged = server.wait_for_log_line(
+        |line| line.contains("conversation state changed") && line.contains("failed"),
+        WAIT,
+    );
     let log = server.log();
+    assert!(failed_logged, "failed state not logged:\n{log}");
     let participant = format!("broker/conversations/{}/participant", doomed.id());
     assert!(log.contains("actor crashed"), "crash not logged:\n{log}");
     assert!(log.contains(&participant), "participant path not logged:\n{log}");
-    let failed_logged = log
-        .lines()
-        .any(|line| line.contains("conversation state changed") && line.contains("failed"));
-    assert!(failed_logged, "failed state not logged:\n{log}");
 }
 
 #[tokio::test]

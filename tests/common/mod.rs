@@ -167,9 +167,16 @@ impl TestServer {
 
     /// Waits until the log contains `needle`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        self.wait_for_log_line(|line| line.contains(needle), timeout)
+    }
+
+    /// Waits until a line of the log satisfies `matches`. The server writes
+    /// its log on its own schedule, so a line may appear after the client
+    /// saw the event it describes.
+    pub fn wait_for_log_line(&self, matches: impl Fn(&str) -> bool, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if self.log().contains(needle) {
+            if self.log().lines().any(&matches) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
