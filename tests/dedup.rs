@@ -93,10 +93,16 @@ async fn key_delivered_again_after_window() {
     let server = TestServer::start("[[channels]]\nname = \"short\"\ndurable = true\ndedup_window = \"1s\"\n");
     let client = server.client().await;
     let first = publish_keyed(&client, "short", "k", "a").await;
-    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    // Just past the window, and so most likely before the once-a-second purge
+    // removed the expired receipt: the reused key must take that receipt over.
+    tokio::time::sleep(Duration::from_millis(1_050)).await;
     let later = publish_keyed(&client, "short", "k", "b").await;
     assert!(!later.duplicate);
     assert!(later.offset > first.offset);
+
+    let retry = publish_keyed(&client, "short", "k", "b").await;
+    assert!(retry.duplicate, "a retry of the reused key was stored again");
+    assert_eq!(retry.offset, later.offset);
 }
 
 #[tokio::test]

@@ -25,10 +25,13 @@ pub const MAX_CHANNEL_NAME_LEN: usize = 1024;
 ///
 /// Nothing is durable until the caller writes `batch.into_write_batch()`.
 ///
-/// Idempotency receipts follow a first-writer-wins rule. An appended record
-/// whose key already has a receipt (in the database, earlier in this batch or
-/// earlier in the same append) is stored but does not replace the receipt.
-/// It is listed in `ApplyOutcome::Appended::duplicate_keys` instead.
+/// Idempotency receipts follow a first-writer-wins rule within the dedup
+/// window. An appended record whose key already has an unexpired receipt (in
+/// the database, earlier in this batch or earlier in the same append) is
+/// stored but does not replace the receipt. It is listed in
+/// `ApplyOutcome::Appended::duplicate_keys` instead. A record whose key has
+/// only an expired receipt replaces it, together with its expiry entry, so a
+/// later purge of the old entry cannot delete the new receipt.
 pub fn apply(db: &DB, batch: &mut PendingBatch, cmd: &Command) -> Result<ApplyOutcome> {
     let outcome = match cmd {
         Command::CreateChannel { group, name } => create_channel(db, batch, *group, name)?,
@@ -36,7 +39,8 @@ pub fn apply(db: &DB, batch: &mut PendingBatch, cmd: &Command) -> Result<ApplyOu
             group,
             channel,
             records,
-        } => append(db, batch, *group, *channel, records)?,
+            dedup_window_ms,
+        } => append(db, batch, *group, *channel, records, *dedup_window_ms)?,
         Command::SetCursor {
             group,
             channel,
@@ -101,6 +105,8 @@ struct NewReceipt {
     receipt: Receipt,
     expiry_key: [u8; 24],
     idempotency_key: String,
+    /// Expiry entry of the expired receipt this one replaces.
+    replaces_expiry_key: Option<[u8; 24]>,
 }
 
 fn append(
@@ -109,6 +115,7 @@ fn append(
     group: GroupId,
     channel: ChannelId,
     records: &[AppendRecord],
+    dedup_window_ms: u64,
 ) -> Result<ApplyOutcome> {
     let state = batch.channel_state(db, group, channel)?;
     check_offsets(group, channel, &state, records)?;
@@ -134,13 +141,17 @@ fn append(
         )?;
         encoded_records.push((keys::stream_key(group, channel, record.offset), value));
     }
-    let (new_receipts, duplicate_keys) = plan_receipts(db, batch, group, channel, records)?;
+    let (new_receipts, duplicate_keys) =
+        plan_receipts(db, batch, group, channel, records, dedup_window_ms)?;
 
     let streams = column_family(db, keys::CF_STREAMS)?;
     for (key, value) in encoded_records {
         batch.batch.put_cf(streams, key, value);
     }
     for receipt in new_receipts {
+        if let Some(expired) = receipt.replaces_expiry_key {
+            batch.delete_receipt(db, receipt.receipt_key.clone(), expired)?;
+        }
         batch.put_receipt(
             db,
             receipt.receipt_key,
@@ -212,6 +223,7 @@ fn plan_receipts(
     group: GroupId,
     channel: ChannelId,
     records: &[AppendRecord],
+    dedup_window_ms: u64,
 ) -> Result<(Vec<NewReceipt>, Vec<DuplicateKey>)> {
     let mut new_receipts: Vec<NewReceipt> = Vec::new();
     let mut claimed_here: HashSet<&str> = HashSet::new();
@@ -225,12 +237,16 @@ fn plan_receipts(
         let existing = if claimed_here.contains(key) {
             new_receipts
                 .iter()
+                .rev()
                 .find(|r| r.idempotency_key == key)
                 .map(|r| r.receipt)
         } else {
             batch.receipt(db, &receipt_key)?
         };
-        if let Some(existing) = existing {
+        let expired = existing.filter(|receipt| {
+            receipt.timestamp_ms.saturating_add(dedup_window_ms) < record.timestamp_ms
+        });
+        if let Some(existing) = existing.filter(|_| expired.is_none()) {
             duplicates.push(DuplicateKey {
                 offset: record.offset,
                 key: key.to_string(),
@@ -255,6 +271,9 @@ fn plan_receipts(
                 record.offset,
             ),
             idempotency_key: key.to_string(),
+            replaces_expiry_key: expired.map(|receipt| {
+                keys::receipt_expiry_key(group, channel, receipt.timestamp_ms, receipt.offset)
+            }),
         });
     }
     Ok((new_receipts, duplicates))

@@ -19,6 +19,11 @@ pub enum Command {
         group: GroupId,
         channel: ChannelId,
         records: Vec<AppendRecord>,
+        /// The channel's dedup window in milliseconds. A receipt that is older
+        /// than this, measured from the new record's timestamp, has expired:
+        /// a record with its key takes the receipt over. `u64::MAX` keeps
+        /// every receipt until it is purged.
+        dedup_window_ms: u64,
     },
     /// Stores `offset` as the last acknowledged offset of `consumer`.
     /// Offset 0 means nothing is acknowledged. Cursors may move backwards (rewind).

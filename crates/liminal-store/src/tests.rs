@@ -39,6 +39,7 @@ fn channel_with_one_record(store: &Store) -> ChannelId {
                 payload: Bytes::from_static(b"x"),
                 idempotency_key: None,
             }],
+            dedup_window_ms: u64::MAX,
         })
         .unwrap();
     channel

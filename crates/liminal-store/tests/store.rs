@@ -291,6 +291,56 @@ fn duplicate_key_keeps_first_receipt() {
 }
 
 #[test]
+fn expired_receipt_replaced_by_reused_key() {
+    const WINDOW_MS: u64 = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), FsyncPolicy::Never);
+    let channel = store.channel_id(GROUP, "c").unwrap();
+    let append_within_window = |records| Command::Append {
+        group: GROUP,
+        channel,
+        records,
+        dedup_window_ms: WINDOW_MS,
+    };
+    let duplicate_keys = |outcome: ApplyOutcome| match outcome {
+        ApplyOutcome::Appended { duplicate_keys, .. } => duplicate_keys,
+        other => panic!("unexpected outcome {other:?}"),
+    };
+
+    let first = store
+        .submit_blocking(append_within_window(vec![record(1, 1_000, "a", Some("k"))]))
+        .unwrap();
+    assert!(duplicate_keys(first).is_empty());
+
+    // 1,000 + 100 < 1,101: the first receipt has expired, so the key is claimed again.
+    let reused = store
+        .submit_blocking(append_within_window(vec![record(2, 1_101, "b", Some("k"))]))
+        .unwrap();
+    assert!(duplicate_keys(reused).is_empty(), "an expired receipt still counted");
+    let receipt = store.receipt(GROUP, channel, "k").unwrap().unwrap();
+    assert_eq!((receipt.offset, receipt.timestamp_ms), (2, 1_101));
+
+    // Purging what expired before 1,101 must not remove the new receipt.
+    store
+        .submit_blocking(Command::PurgeReceipts {
+            group: GROUP,
+            channel,
+            older_than_ms: 1_101,
+            max: 100,
+        })
+        .unwrap();
+    assert_eq!(store.receipt(GROUP, channel, "k").unwrap().unwrap().offset, 2);
+
+    // Within the window of the new receipt, the key is a duplicate again.
+    let repeated = store
+        .submit_blocking(append_within_window(vec![record(3, 1_201, "c", Some("k"))]))
+        .unwrap();
+    let duplicates = duplicate_keys(repeated);
+    assert_eq!(duplicates.len(), 1);
+    assert_eq!(duplicates[0].existing.offset, 2);
+}
+
+#[test]
 fn newer_format_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path(), FsyncPolicy::Always));

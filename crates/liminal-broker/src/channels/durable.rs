@@ -231,6 +231,7 @@ impl ChannelState {
                 group: binding.group,
                 channel: binding.channel,
                 records,
+                dedup_window_ms: self.shared.config.dedup_window.as_millis() as u64,
             },
             Box::new(move |result| {
                 let result = result.map(|_| ()).map_err(|error| error.to_string());

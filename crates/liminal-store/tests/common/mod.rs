@@ -33,6 +33,7 @@ pub fn append(channel: ChannelId, records: Vec<AppendRecord>) -> Command {
         group: GROUP,
         channel,
         records,
+        dedup_window_ms: u64::MAX,
     }
 }
 
