@@ -109,3 +109,72 @@ async fn fault_injection_disabled_by_default() {
         .unwrap_err();
     assert_eq!(error.code(), Some("fault_injection_disabled"));
 }
+
+/// Publishes `payload` to `channel`, retrying while the channel actor is
+/// down, and returns the message id.
+async fn publish_through_restart(client: &liminal_client::Client, channel: &str, payload: String) -> u64 {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match client.publish(channel, payload.clone()).await {
+            Ok(ack) => return ack.message_id,
+            Err(error) if error.code() == Some("channel_unavailable") => {
+                assert!(std::time::Instant::now() < deadline, "channel never came back: {error}");
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            Err(error) => panic!("publish failed: {error}"),
+        }
+    }
+}
+
+/// Collects `count` message payloads from `subscription`, then checks that
+/// nothing more arrives.
+async fn collect_exactly(subscription: &mut liminal_client::Subscription, count: usize) -> Vec<String> {
+    let mut payloads = Vec::new();
+    while payloads.len() < count {
+        match subscription.next_timeout(WAIT).await.unwrap() {
+            Some(SubscriptionEvent::Message(message)) => {
+                payloads.push(String::from_utf8(message.payload.to_vec()).unwrap());
+            }
+            other => panic!("expected message {} of {count}, got {other:?}", payloads.len() + 1),
+        }
+    }
+    let extra = subscription.next_timeout(std::time::Duration::from_millis(300)).await;
+    assert!(extra.is_err(), "a message arrived twice: {extra:?}");
+    payloads
+}
+
+#[tokio::test]
+async fn durable_subscribers_resume_exactly_after_restart() {
+    use liminal_client::SubscribeOptions;
+    use liminal_protocol::StartPosition;
+
+    let server = TestServer::start("[[channels]]\nname = \"ledger\"\ndurable = true\n");
+    let publisher = server.client().await;
+    for index in 0..5 {
+        publisher.publish("ledger", format!("m{index}")).await.unwrap();
+    }
+    let subscriber = server.client().await;
+    let subscribe = |start| SubscribeOptions { start, accept_schemas: None };
+    let mut earliest = subscriber.subscribe_with("ledger", subscribe(StartPosition::Earliest)).await.unwrap();
+    let mut from_offset = subscriber.subscribe_with("ledger", subscribe(StartPosition::Offset(3))).await.unwrap();
+    let mut latest = subscriber.subscribe_with("ledger", subscribe(StartPosition::Latest)).await.unwrap();
+    for index in 5..10 {
+        publisher.publish("ledger", format!("m{index}")).await.unwrap();
+    }
+    let before = |from: usize| (from..10).map(|index| format!("m{index}")).collect::<Vec<_>>();
+    assert_eq!(collect_exactly(&mut earliest, 10).await, before(0));
+    assert_eq!(collect_exactly(&mut from_offset, 8).await, before(2));
+    assert_eq!(collect_exactly(&mut latest, 5).await, before(5));
+
+    // Publishing right after the crash makes some messages land on the
+    // restarted actor before the subscriptions are re-attached to it.
+    crash_channel(&publisher, "ledger").await;
+    for index in 10..20 {
+        publish_through_restart(&publisher, "ledger", format!("m{index}")).await;
+    }
+    let after = (10..20).map(|index| format!("m{index}")).collect::<Vec<_>>();
+    for subscription in [&mut earliest, &mut from_offset, &mut latest] {
+        assert_eq!(collect_exactly(subscription, 10).await, after);
+    }
+    assert!(server.log().contains("subscriptions re-attached"), "{}", server.log());
+}

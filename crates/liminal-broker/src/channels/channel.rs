@@ -87,6 +87,9 @@ pub(crate) struct Subscriber {
     pub consumer: Option<String>,
     /// Highest offset acknowledged through this subscription.
     pub acked: u64,
+    /// Next offset to give this subscription, shared with its connection
+    /// (see `SubscribeRequest::resume_offset`). Advanced on durable channels only.
+    pub resume_offset: Arc<AtomicU64>,
     /// Cancel flag shared with the running replay task, if any. It is set
     /// under its lock when the subscription ends, so no replayed `Deliver`
     /// can follow the `Unsubscribed` frame.
@@ -103,6 +106,19 @@ pub struct ChannelState {
     monitored: HashMap<ActorId, u64>,
     pub(crate) durable: Option<DurableState>,
     _ticker: AbortOnDrop,
+}
+
+impl Drop for ChannelState {
+    /// Stops the replays of a channel actor that ended, crashed or not. Its
+    /// subscribers re-attach to the restarted actor at their resume offset,
+    /// and a replay that kept running would send them those messages twice.
+    fn drop(&mut self) {
+        for subscriber in self.subscribers.values() {
+            if let Some(cancelled) = &subscriber.replay_cancelled {
+                *cancelled.lock().unwrap_or_else(|poison| poison.into_inner()) = true;
+            }
+        }
+    }
 }
 
 pub struct ChannelActor;
@@ -309,6 +325,7 @@ impl ChannelState {
                 Some(lagging) => {
                     let accepted = subscriber.outbox.push_deliveries_until_full(frames);
                     if let Some(accepted) = accepted {
+                        subscriber.resume_offset.fetch_max(first_id + accepted as u64, Ordering::Relaxed);
                         if accepted < items.len() {
                             lagging.push((*key, first_id + accepted as u64));
                         }
@@ -387,7 +404,11 @@ impl ChannelState {
             consumer: placement.consumer.clone(),
             acked: placement.acked,
             replay_cancelled: None,
+            resume_offset: request.resume_offset.clone(),
         };
+        if let (Some(start_offset), true) = (placement.start_offset, self.durable.is_some()) {
+            subscriber.resume_offset.fetch_max(start_offset, Ordering::Relaxed);
+        }
         if self.subscribers.insert(key, subscriber).is_none() {
             self.shared.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
         }

@@ -393,6 +393,7 @@ impl ChannelState {
             cancelled,
             binding: durable.binding.clone(),
             outbox: subscriber.outbox.clone(),
+            resume_offset: subscriber.resume_offset.clone(),
             key,
             from,
             ceiling: durable.last_appended,

@@ -2,6 +2,7 @@
 //! publish gets an answer even if the channel dies before handling it.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use bytes::Bytes;
 use liminal_protocol::{ErrorCode, Frame, Headers, StartPosition};
@@ -85,6 +86,12 @@ pub struct SubscribeRequest {
     pub outbox: Arc<Outbox>,
     pub start: StartPosition,
     pub accept_schemas: Option<Vec<String>>,
+    /// Offset of the next message this subscription has not been given yet,
+    /// or 0 before a durable channel placed it. The channel advances it as
+    /// it queues messages for the subscription. The connection owns it, so
+    /// that after a crash of the channel actor it can re-attach the
+    /// subscription exactly where it stopped.
+    pub resume_offset: Arc<AtomicU64>,
 }
 
 /// The messages of a channel actor.

@@ -9,6 +9,7 @@
 //! written meanwhile. Live publishing never waits for a replay.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use liminal_protocol::{Frame, Headers};
@@ -32,6 +33,8 @@ pub(crate) struct ReplayJob {
     pub cancelled: Arc<std::sync::Mutex<bool>>,
     pub binding: DurableBinding,
     pub outbox: Arc<Outbox>,
+    /// Advanced past each batch queued, like live delivery does.
+    pub resume_offset: Arc<AtomicU64>,
     pub key: SubscriberKey,
     pub from: u64,
     pub ceiling: u64,
@@ -82,6 +85,7 @@ pub(crate) async fn replay(job: ReplayJob) {
             }
         }
         next = last.min(job.ceiling) + 1;
+        job.resume_offset.fetch_max(next, Ordering::Relaxed);
     }
     let _ = job.actor.send_message(ChannelMsg::ReplayDone {
         key: job.key,

@@ -65,6 +65,8 @@ pub(crate) struct Subscription {
     pub channel: String,
     pub request: liminal_protocol::StartPosition,
     pub accept_schemas: Option<Vec<String>>,
+    /// Where a re-attached subscription continues (see `SubscribeRequest::resume_offset`).
+    pub resume_offset: Arc<std::sync::atomic::AtomicU64>,
 }
 
 pub struct ConnectionState {

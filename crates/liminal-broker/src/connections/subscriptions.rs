@@ -1,6 +1,8 @@
 //! Channel lookups and subscription handling of the connection actor,
 //! including re-attaching subscriptions after a channel actor restart.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use liminal_protocol::{ErrorCode, Frame, StartPosition};
@@ -134,6 +136,7 @@ impl ConnectionState {
         let subscription_id = self.next_subscription_id;
         self.next_subscription_id += 1;
         self.watch(myself, &actor, &channel);
+        let resume_offset = Arc::new(AtomicU64::new(0));
         let request = SubscribeRequest {
             request_id: Some(request_id),
             connection: myself.get_cell(),
@@ -142,6 +145,7 @@ impl ConnectionState {
             outbox: self.outbox.clone(),
             start: start.clone(),
             accept_schemas: accept_schemas.clone(),
+            resume_offset: resume_offset.clone(),
         };
         self.subscriptions.insert(
             subscription_id,
@@ -149,6 +153,7 @@ impl ConnectionState {
                 channel: channel.clone(),
                 request: start,
                 accept_schemas,
+                resume_offset,
             },
         );
         if actor.send_message(ChannelMsg::Subscribe(request)).is_err() {
@@ -231,11 +236,6 @@ impl ConnectionState {
         let actor = handle.actor.clone();
         self.channels.insert(channel.to_owned(), handle);
         self.watch(myself, &actor, channel);
-        // NOTE: a re-attached subscription starts again from its original
-        // start position. On a durable channel an `offset` or `earliest`
-        // subscriber therefore gets its history twice, and a `latest`
-        // subscriber misses what was published while the channel restarted.
-        // Named consumers resume from their cursor and are exact.
         for subscription_id in affected {
             let subscription = &self.subscriptions[&subscription_id];
             let request = SubscribeRequest {
@@ -244,12 +244,32 @@ impl ConnectionState {
                 connection_id: self.id,
                 subscription_id,
                 outbox: self.outbox.clone(),
-                start: subscription.request.clone(),
+                start: reattach_start(subscription),
                 accept_schemas: subscription.accept_schemas.clone(),
+                resume_offset: subscription.resume_offset.clone(),
             };
             let _ = actor.send_message(ChannelMsg::Subscribe(request));
         }
         info!(actor = %self.path, conn_id = self.id, channel, "subscriptions re-attached to restarted channel");
+    }
+}
+
+/// Returns where a subscription continues on a restarted channel.
+///
+/// On a durable channel that placed the subscription, it continues at the
+/// first offset it was not given, so it receives no message twice and has no
+/// gap, even for messages published while the channel restarted. Messages
+/// already queued in this connection's outbox are still written, because
+/// the outbox belongs to the connection. A named consumer continues at its
+/// cursor instead: it receives again what it was given but did not
+/// acknowledge, as at-least-once delivery promises. An ephemeral channel
+/// keeps no history, so its subscribers continue with new messages.
+fn reattach_start(subscription: &Subscription) -> StartPosition {
+    let resume_offset = subscription.resume_offset.load(Ordering::Relaxed);
+    match &subscription.request {
+        StartPosition::Consumer(_) => subscription.request.clone(),
+        _ if resume_offset > 0 => StartPosition::Offset(resume_offset),
+        other => other.clone(),
     }
 }
 
