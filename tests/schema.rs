@@ -7,8 +7,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::TestServer;
-use liminal_client::{PublishRequest, SubscribeOptions, SubscriptionEvent};
-use liminal_protocol::StartPosition;
+use bytes::BytesMut;
+use liminal_client::{PublishRequest, RawConnection, SubscribeOptions, SubscriptionEvent};
+use liminal_protocol::{Frame, PROTOCOL_VERSION, StartPosition, encode_frame_into};
 
 /// Starts a server whose durable `orders` channel uses the shipped example schema.
 fn start_orders_server() -> TestServer {
@@ -109,6 +110,81 @@ async fn schema_id_negotiation() {
         .unwrap();
     assert_eq!(error.code(), Some("schema_mismatch"));
     assert!(error.to_string().contains(&id), "{error}");
+}
+
+/// Publishes many schema-checked messages in one write, so the server reads them in large
+/// chunks and validates them on its pool, and checks that every reply matches its request and
+/// that the accepted messages keep their order.
+#[tokio::test]
+async fn pipelined_publishes_checked_in_order() {
+    const PUBLISHES: u64 = 600;
+    const PING_AFTER: u64 = 300;
+    let server = start_orders_server();
+    let order = |request_id: u64| {
+        let payload = VALID.replace("ORD-00000001", &format!("ORD-{request_id:08}"));
+        // Every third order is invalid: a quantity of 0 is below the schema's minimum.
+        if request_id % 3 == 0 { payload.replace("\"quantity\":2", "\"quantity\":0") } else { payload }
+    };
+
+    let mut buffer = BytesMut::new();
+    let hello = Frame::Hello { versions: vec![PROTOCOL_VERSION], client_name: "pipelined".into(), token: None };
+    encode_frame_into(&hello, &mut buffer).unwrap();
+    for request_id in 1..=PUBLISHES {
+        let publish = Frame::Publish {
+            request_id,
+            channel: "orders".into(),
+            payload: order(request_id).into(),
+            headers: None,
+            idempotency_key: None,
+        };
+        encode_frame_into(&publish, &mut buffer).unwrap();
+        if request_id == PING_AFTER {
+            encode_frame_into(&Frame::Ping { nonce: 7 }, &mut buffer).unwrap();
+        }
+    }
+    let mut connection = RawConnection::connect(&server.address).await.unwrap();
+    connection.send_bytes(&buffer).await.unwrap();
+
+    let mut answered = 0;
+    let mut pong_seen = false;
+    let mut last_message_id = 0;
+    while answered < PUBLISHES || !pong_seen {
+        let frame = connection.receive(Duration::from_secs(10)).await.unwrap().expect("the server closed the connection");
+        match frame {
+            Frame::Welcome { .. } => {}
+            Frame::Pong { nonce } => {
+                assert_eq!(nonce, 7);
+                pong_seen = true;
+            }
+            Frame::PublishAck { request_id, message_id, .. } => {
+                assert_ne!(request_id % 3, 0, "invalid order {request_id} was accepted");
+                assert!(message_id > last_message_id, "order {request_id} was stored out of order");
+                last_message_id = message_id;
+                answered += 1;
+            }
+            Frame::Error { request_id: Some(request_id), code, message } => {
+                assert_eq!(request_id % 3, 0, "valid order {request_id} was rejected: {message}");
+                assert_eq!(code, "schema_validation_failed");
+                assert!(message.contains("/quantity"), "{message}");
+                // Rejections are queued as the frames are handled, so they keep the Ping's place.
+                assert_eq!(pong_seen, request_id > PING_AFTER, "rejection of order {request_id} is out of order");
+                answered += 1;
+            }
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    let client = server.client().await;
+    let mut replay = client
+        .subscribe_with("orders", SubscribeOptions { start: StartPosition::Earliest, accept_schemas: None })
+        .await
+        .unwrap();
+    for request_id in (1..=PUBLISHES).filter(|request_id| request_id % 3 != 0) {
+        match replay.next_timeout(Duration::from_secs(5)).await.unwrap() {
+            Some(SubscriptionEvent::Message(message)) => assert_eq!(message.payload, order(request_id).as_bytes()),
+            other => panic!("expected order {request_id}, got {other:?}"),
+        }
+    }
+    assert!(replay.next_timeout(Duration::from_millis(300)).await.is_err(), "an invalid order was stored");
 }
 
 fn startup_error(schema_text: Option<&str>) -> String {

@@ -20,6 +20,7 @@ use crate::channels::channel::ChannelShared;
 use crate::channels::{ChannelsMsg, ChannelsSupervisor};
 use crate::config::BrokerConfig;
 use crate::connections::context::ConnectionContext;
+use crate::connections::validation::SchemaValidation;
 use crate::connections::{ConnectionStats, ConnectionsMsg, ConnectionsSupervisor};
 use crate::conversations::responder::ResponderRegistry;
 use crate::conversations::{ConversationsArgs, ConversationsHandle, ConversationsMsg, ConversationsSupervisor};
@@ -105,6 +106,7 @@ impl Actor for BrokerActor {
             config: args.config.clone(),
             channels: channels.clone(),
             conversations: conversations.clone(),
+            validation: start_validation_pool(&args.config)?,
         });
         let (connections, _) = Actor::spawn_linked(
             None,
@@ -394,4 +396,17 @@ impl BrokerHandle {
         self.root.stop(reason);
         self.stopped().await;
     }
+}
+
+/// Starts the schema validation pool when a declared channel has a schema.
+fn start_validation_pool(config: &BrokerConfig) -> Result<Option<SchemaValidation>, ActorProcessingErr> {
+    let threads = match config.schema_validation_threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        threads => threads,
+    };
+    let validation = SchemaValidation::start(&config.channels, threads)?;
+    if let Some(validation) = &validation {
+        info!(actor = ROOT_PATH, threads = validation.threads(), "started schema validation pool");
+    }
+    Ok(validation)
 }

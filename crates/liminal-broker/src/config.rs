@@ -205,6 +205,9 @@ pub struct BrokerConfig {
     pub conversations: ConversationsConfig,
     /// The durable store; required when any channel is durable.
     pub persistence: Option<PersistenceConfig>,
+    /// Threads that validate publishes to channels with a schema; 0 means one per CPU core. The
+    /// pool is started only when a declared channel has a schema.
+    pub schema_validation_threads: usize,
 }
 
 impl Default for BrokerConfig {
@@ -220,6 +223,7 @@ impl Default for BrokerConfig {
             fault_injection: false,
             persistence: None,
             conversations: ConversationsConfig::default(),
+            schema_validation_threads: 0,
         }
     }
 }

@@ -19,13 +19,16 @@ use tracing::{debug, info, warn};
 use crate::channels::messages::{ChannelMsg, InflightPermit, PublishBatch, PublishItem};
 use crate::connections::context::ConnectionContext;
 use crate::connections::io::{AbortOnDrop, read_frames, write_frames};
+use crate::connections::subscriptions::schema_error;
+use crate::connections::validation::Verdicts;
 use crate::outbox::{Outbox, OutboxStats};
 
 /// The messages of a connection actor. Frames come from its reader task;
 /// the rest report on the socket tasks.
 #[derive(Debug)]
 pub enum ConnectionMsg {
-    Frames(Vec<Frame>),
+    /// Frames from the socket, with the schema checks of their publishes.
+    Frames { frames: Vec<Frame>, verdicts: Verdicts },
     /// The peer sent an undecodable or oversized frame; the reader stopped.
     ProtocolViolation { code: ErrorCode, message: String },
     /// The peer closed the socket or it failed while reading.
@@ -126,6 +129,7 @@ impl Actor for ConnectionActor {
             inflight.clone(),
             limits.max_inflight_publishes,
             myself.clone(),
+            args.context.clone(),
         ));
         let writer = tokio::spawn(write_frames(
             write_half,
@@ -172,7 +176,7 @@ impl Actor for ConnectionActor {
         state: &mut ConnectionState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            ConnectionMsg::Frames(frames) => state.handle_frames(&myself, frames).await,
+            ConnectionMsg::Frames { frames, verdicts } => state.handle_frames(&myself, frames, verdicts).await,
             ConnectionMsg::ProtocolViolation { code, message } => {
                 warn!(actor = %state.path, conn_id = state.id, code = %code, %message, "closing connection after protocol violation");
                 state.outbox.close(Some(Frame::error(None, code, message)));
@@ -220,13 +224,15 @@ impl Actor for ConnectionActor {
 }
 
 impl ConnectionState {
-    async fn handle_frames(&mut self, myself: &ActorRef<ConnectionMsg>, frames: Vec<Frame>) {
+    async fn handle_frames(&mut self, myself: &ActorRef<ConnectionMsg>, frames: Vec<Frame>, verdicts: Verdicts) {
         // Consecutive publishes are grouped per channel so that a channel
         // actor handles many messages per mailbox receive. Any other frame
         // flushes the groups first, which keeps each channel's view of this
         // connection's frames in order.
         let mut batches: Vec<PublishBatch> = Vec::new();
+        let mut verdicts = verdicts.into_iter();
         for frame in frames {
+            let verdict = verdicts.next().flatten();
             match frame {
                 Frame::Publish {
                     request_id,
@@ -240,8 +246,8 @@ impl ConnectionState {
                         self.outbox.push_control(error);
                         continue;
                     }
-                    if let Err(error) = self.check_schema(request_id, &channel, &payload).await {
-                        self.outbox.push_control(error);
+                    if let Some(Err(failure)) = verdict {
+                        self.outbox.push_control(schema_error(request_id, &channel, &failure));
                         continue;
                     }
                     let item = PublishItem {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use liminal_protocol::{CodecError, ErrorCode, Frame, FrameCodec, encode_frame_into};
 use ractor::ActorRef;
 use tokio::io::AsyncWriteExt;
@@ -17,6 +18,8 @@ use tokio_util::codec::FramedRead;
 use tracing::{debug, warn};
 
 use crate::connections::connection::ConnectionMsg;
+use crate::connections::context::ConnectionContext;
+use crate::connections::validation::{SchemaValidation, Verdicts};
 use crate::outbox::Outbox;
 
 /// Most frames handed to the actor in one message.
@@ -40,53 +43,142 @@ impl Drop for AbortOnDrop {
 /// publish from `inflight`; permits come back as publishes are answered, so
 /// a client that publishes faster than the broker acknowledges is slowed
 /// down by TCP backpressure instead of growing the broker's memory.
+///
+/// Publishes to channels with a schema are validated here, before the actor
+/// receives them, on `validation`'s pool for large chunks. Up to
+/// `MAX_PENDING_CHUNKS` chunks are validated at once, and the actor receives
+/// them in the order they were read.
 pub async fn read_frames(
     read_half: OwnedReadHalf,
     max_frame_bytes: usize,
     inflight: Arc<Semaphore>,
     max_inflight: usize,
     actor: ActorRef<ConnectionMsg>,
+    context: Arc<ConnectionContext>,
 ) {
     // A chunk never holds more publishes than there are permits in total.
     let chunk_size = READ_BATCH.min(max_inflight).max(1);
-    let mut frames = FramedRead::new(read_half, FrameCodec::new(max_frame_bytes)).ready_chunks(chunk_size);
-    while let Some(chunk) = frames.next().await {
-        let mut batch = Vec::with_capacity(chunk.len());
-        let mut failure = None;
-        for item in chunk {
-            match item {
-                Ok(frame) => batch.push(frame),
-                Err(error) => {
-                    failure = Some(error);
-                    break;
-                }
-            }
-        }
-        let publishes = batch.iter().filter(|frame| matches!(frame, Frame::Publish { .. })).count();
-        if publishes > 0 {
-            // The permits are handed back one by one by `InflightPermit`.
-            match inflight.acquire_many(publishes as u32).await {
-                Ok(permits) => permits.forget(),
-                Err(_) => return,
-            }
-        }
-        if !batch.is_empty() && actor.send_message(ConnectionMsg::Frames(batch)).is_err() {
-            return;
-        }
-        if let Some(error) = failure {
-            let (code, message) = match &error {
-                CodecError::FrameTooLarge { .. } => (ErrorCode::FrameTooLarge, error.to_string()),
-                CodecError::Io(_) => {
-                    let _ = actor.send_message(ConnectionMsg::PeerClosed(error.to_string()));
+    let mut chunks = FramedRead::new(read_half, FrameCodec::new(max_frame_bytes)).ready_chunks(chunk_size);
+    let validation = context.validation.as_ref();
+    let mut pending = FuturesOrdered::new();
+    let mut reading = true;
+
+    while reading || !pending.is_empty() {
+        tokio::select! {
+            // Handing over a finished chunk comes first: it frees a place in
+            // `pending`, and the actor's replies to publishes return the permits
+            // that later chunks wait for.
+            biased;
+            Some(outcome) = pending.next(), if !pending.is_empty() => {
+                if !hand_over(outcome, &actor) {
                     return;
                 }
-                _ => (ErrorCode::MalformedFrame, error.to_string()),
-            };
-            let _ = actor.send_message(ConnectionMsg::ProtocolViolation { code, message });
-            return;
+            }
+            chunk = chunks.next(), if reading && pending.len() < MAX_PENDING_CHUNKS => {
+                let Some(chunk) = chunk else {
+                    reading = false;
+                    continue;
+                };
+                let mut frames = Vec::with_capacity(chunk.len());
+                let mut failure = None;
+                for item in chunk {
+                    match item {
+                        Ok(frame) => frames.push(frame),
+                        Err(error) => {
+                            failure = Some(error);
+                            break;
+                        }
+                    }
+                }
+                // Nothing after an invalid frame can be trusted, so reading stops.
+                reading = failure.is_none();
+                pending.push_back(prepare_chunk(frames, failure, &inflight, validation));
+            }
         }
     }
     let _ = actor.send_message(ConnectionMsg::PeerClosed("peer closed the connection".to_owned()));
+}
+
+/// Chunks that may be waiting for permits or validation at once, per connection.
+const MAX_PENDING_CHUNKS: usize = 4;
+
+/// A chunk of frames on its way from the socket to the connection actor.
+enum ChunkOutcome {
+    Ready {
+        frames: Vec<Frame>,
+        verdicts: Verdicts,
+        /// The decode error that ended the chunk, reported after its frames.
+        failure: Option<CodecError>,
+    },
+    /// The connection is closing: its permits were closed.
+    Closed,
+    /// A schema validation panicked.
+    Aborted,
+}
+
+/// Takes the chunk's publish permits, then validates its schema-checked publishes.
+async fn prepare_chunk(
+    frames: Vec<Frame>,
+    failure: Option<CodecError>,
+    inflight: &Semaphore,
+    validation: Option<&SchemaValidation>,
+) -> ChunkOutcome {
+    let publishes = frames.iter().filter(|frame| matches!(frame, Frame::Publish { .. })).count();
+    if publishes > 0 {
+        // The permits are handed back one by one by `InflightPermit`.
+        match inflight.acquire_many(publishes as u32).await {
+            Ok(permits) => permits.forget(),
+            Err(_) => return ChunkOutcome::Closed,
+        }
+    }
+    let verdicts = match validation {
+        Some(validation) => match validation.check(&frames).await {
+            Ok(verdicts) => verdicts,
+            Err(_) => return ChunkOutcome::Aborted,
+        },
+        None => Vec::new(),
+    };
+    ChunkOutcome::Ready {
+        frames,
+        verdicts,
+        failure,
+    }
+}
+
+/// Sends a prepared chunk to the actor, and then the error that ended it, if
+/// any. Returns whether the reader should go on.
+fn hand_over(outcome: ChunkOutcome, actor: &ActorRef<ConnectionMsg>) -> bool {
+    let (frames, verdicts, failure) = match outcome {
+        ChunkOutcome::Ready {
+            frames,
+            verdicts,
+            failure,
+        } => (frames, verdicts, failure),
+        ChunkOutcome::Closed => return false,
+        ChunkOutcome::Aborted => {
+            let _ = actor.send_message(ConnectionMsg::ProtocolViolation {
+                code: ErrorCode::Internal,
+                message: "schema validation failed unexpectedly; closing the connection".to_owned(),
+            });
+            return false;
+        }
+    };
+    if !frames.is_empty() && actor.send_message(ConnectionMsg::Frames { frames, verdicts }).is_err() {
+        return false;
+    }
+    let Some(error) = failure else {
+        return true;
+    };
+    let (code, message) = match &error {
+        CodecError::FrameTooLarge { .. } => (ErrorCode::FrameTooLarge, error.to_string()),
+        CodecError::Io(_) => {
+            let _ = actor.send_message(ConnectionMsg::PeerClosed(error.to_string()));
+            return false;
+        }
+        _ => (ErrorCode::MalformedFrame, error.to_string()),
+    };
+    let _ = actor.send_message(ConnectionMsg::ProtocolViolation { code, message });
+    false
 }
 
 /// Writes queued frames until the outbox closes or the socket fails, then

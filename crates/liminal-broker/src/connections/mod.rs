@@ -9,6 +9,7 @@ pub mod connection;
 pub mod context;
 pub(crate) mod io;
 mod subscriptions;
+pub mod validation;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

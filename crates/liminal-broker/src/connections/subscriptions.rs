@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use liminal_protocol::{ErrorCode, Frame, StartPosition};
+use liminal_schema::ValidationFailure;
 use ractor::ActorRef;
 use tracing::{info, warn};
 
@@ -75,33 +76,6 @@ impl ConnectionState {
                 message: format!("channel registry did not respond for channel \"{name}\"; retry later"),
             }),
         }
-    }
-
-    /// Validates a payload against the channel's schema, if it has one.
-    /// Runs here, in the publishing connection, so that an expensive schema
-    /// costs the publisher's actor time rather than serializing the channel.
-    pub(crate) async fn check_schema(&mut self, request_id: u64, channel: &str, payload: &[u8]) -> Result<(), Frame> {
-        // The cached handle is read in place: this runs once per publish.
-        let schema = match self.channels.get(channel) {
-            Some(handle) => handle.shared.schema.clone(),
-            None => self
-                .channel_handle(channel)
-                .await
-                .map_err(|failure| failure.frame(Some(request_id)))?
-                .shared
-                .schema
-                .clone(),
-        };
-        let Some(schema) = schema else {
-            return Ok(());
-        };
-        schema.validate(payload).map_err(|failure| {
-            Frame::error(
-                Some(request_id),
-                ErrorCode::SchemaValidationFailed,
-                format!("channel \"{channel}\": {failure}"),
-            )
-        })
     }
 
     pub(crate) async fn subscribe(
@@ -315,5 +289,14 @@ fn unknown_subscription(request_id: Option<u64>, subscription_id: u64) -> Frame 
         request_id,
         ErrorCode::UnknownSubscription,
         format!("subscription {subscription_id} is not an active subscription of this connection"),
+    )
+}
+
+/// Builds the `schema_validation_failed` error for a publish the channel's schema rejected.
+pub(crate) fn schema_error(request_id: u64, channel: &str, failure: &ValidationFailure) -> Frame {
+    Frame::error(
+        Some(request_id),
+        ErrorCode::SchemaValidationFailed,
+        format!("channel \"{channel}\": {failure}"),
     )
 }

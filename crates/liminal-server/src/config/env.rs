@@ -25,6 +25,7 @@ pub const OVERRIDES: &[(&str, &[&str], Kind)] = &[
     ("LIMINAL_SLOW_CONSUMER", &["slow_consumer"], Kind::String),
     ("LIMINAL_FSYNC", &["fsync"], Kind::String),
     ("LIMINAL_FSYNC_INTERVAL_MS", &["fsync_interval_ms"], Kind::Integer),
+    ("LIMINAL_SCHEMA_VALIDATION_THREADS", &["schema_validation_threads"], Kind::Integer),
     ("LIMINAL_LIMITS_MAX_CONNECTIONS", &["limits", "max_connections"], Kind::Integer),
     (
         "LIMINAL_LIMITS_MAX_SUBSCRIPTIONS_PER_CONNECTION",

@@ -31,6 +31,9 @@ pub struct ConfigFile {
     /// Longest time between syncs under `fsync = "interval"`, in milliseconds.
     #[serde(default = "default_fsync_interval_ms")]
     pub fsync_interval_ms: u64,
+    /// Threads that validate publishes to schema channels; 0 means one per CPU core.
+    #[serde(default)]
+    pub schema_validation_threads: u64,
     #[serde(default)]
     pub limits: LimitsFile,
     #[serde(default)]

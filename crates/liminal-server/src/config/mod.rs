@@ -322,7 +322,22 @@ fn broker_config(file: &ConfigFile, base_dir: &Path) -> Result<BrokerConfig, Con
         fault_injection: file.fault_injection,
         conversations: conversations_config(&file.conversations)?,
         persistence,
+        schema_validation_threads: schema_validation_threads(file.schema_validation_threads)?,
     })
+}
+
+/// Maximum of `schema_validation_threads`. Far more threads than cores only add context switches.
+const MAX_SCHEMA_VALIDATION_THREADS: u64 = 1024;
+
+fn schema_validation_threads(threads: u64) -> Result<usize, ConfigError> {
+    if threads > MAX_SCHEMA_VALIDATION_THREADS {
+        return Err(invalid(
+            "schema_validation_threads",
+            threads,
+            format!("must be at most {MAX_SCHEMA_VALIDATION_THREADS}; use 0 for one thread per CPU core"),
+        ));
+    }
+    Ok(threads as usize)
 }
 
 /// The store settings, when any channel is durable. The store lives in the

@@ -119,3 +119,18 @@ fn retention_on_ephemeral_names_value() {
     assert!(text.contains("channels[0].max_messages"), "{text}");
     assert!(text.contains("\"5\""), "{text}");
 }
+
+#[test]
+fn schema_validation_threads_override_applies() {
+    assert_eq!(load(MINIMAL, &[]).unwrap().broker.schema_validation_threads, 0);
+    let settings = load(MINIMAL, &[("LIMINAL_SCHEMA_VALIDATION_THREADS", "3")]).unwrap();
+    assert_eq!(settings.broker.schema_validation_threads, 3);
+}
+
+#[test]
+fn too_many_schema_validation_threads_rejected() {
+    let error = load(&format!("{MINIMAL}\nschema_validation_threads = 5000\n"), &[]).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("schema_validation_threads"), "{message}");
+    assert!(message.contains("5000"), "{message}");
+}
