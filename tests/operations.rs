@@ -243,6 +243,30 @@ async fn metrics_count_open_conversations() {
 }
 
 #[tokio::test]
+async fn metrics_count_conversation_outcomes() {
+    let server = TestServer::start("");
+    let client = server.client().await;
+
+    let closed = client.open_conversation("echo").await.unwrap();
+    closed.close_and_wait(WAIT).await.unwrap();
+
+    let mut crashed = client.open_conversation("echo").await.unwrap();
+    let request_id = client.next_request_id();
+    let target = format!("participant/{}", crashed.id());
+    let answer = client.call(request_id, Frame::InjectFault { request_id, target }).await.unwrap();
+    assert!(matches!(answer, Frame::FaultInjected { .. }), "{answer:?}");
+    let event = crashed.next_timeout(WAIT).await.unwrap();
+    assert!(matches!(event, Some(liminal_client::ConversationEvent::Failed(_))), "{event:?}");
+
+    let _still_open = client.open_conversation("echo").await.unwrap();
+    let page = http::get(&http_address(&server), "/metrics").await.body;
+    assert_eq!(metric_value(&page, "liminal_conversations_opened_total"), Some(3.0), "{page}");
+    assert_eq!(metric_value(&page, "liminal_conversations_ended_total{outcome=\"closed\"}"), Some(1.0), "{page}");
+    assert_eq!(metric_value(&page, "liminal_conversations_ended_total{outcome=\"failed\"}"), Some(1.0), "{page}");
+    assert_eq!(metric_value(&page, "liminal_conversation_participant_crashes_total"), Some(1.0), "{page}");
+}
+
+#[tokio::test]
 async fn metrics_count_restarts_per_supervisor() {
     let server = TestServer::start("");
     let client = server.client().await;

@@ -284,6 +284,11 @@ impl BrokerHandle {
         }
     }
 
+    /// Counters of conversation lifecycles since the broker started.
+    pub fn conversation_stats(&self) -> &crate::conversations::ConversationStats {
+        &self.conversations.routing.stats
+    }
+
     /// Counters of the durable store's write path, when the broker has a store.
     pub fn store_stats(&self) -> Option<StoreStats> {
         self.store.as_ref().map(|store| store.stats())

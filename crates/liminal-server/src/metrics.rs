@@ -61,8 +61,7 @@ async fn broker_families(broker: &BrokerHandle) -> Result<Vec<MetricFamily>, Met
         MetricType::GAUGE,
         count_kind(&tree, "conversation") as f64,
     ));
-    // TODO: failed conversations and participant crashes need counters in
-    // the broker's conversations subsystem; it exposes none yet.
+    conversation_families(broker.conversation_stats(), &mut families);
     if let Some(stats) = broker.store_stats() {
         store_families(&stats, &mut families);
     }
@@ -70,6 +69,37 @@ async fn broker_families(broker: &BrokerHandle) -> Result<Vec<MetricFamily>, Met
         families.push(write_latency_family(latency));
     }
     Ok(families)
+}
+
+fn conversation_families(stats: &liminal_broker::conversations::ConversationStats, families: &mut Vec<MetricFamily>) {
+    families.push(single(
+        "liminal_conversations_opened_total",
+        "Conversations opened since the server started.",
+        MetricType::COUNTER,
+        stats.opened.load(Ordering::Relaxed) as f64,
+    ));
+    let ended = [("closed", &stats.closed), ("failed", &stats.failed)]
+        .into_iter()
+        .map(|(outcome, count)| {
+            sample(
+                &[("outcome", outcome)],
+                count.load(Ordering::Relaxed) as f64,
+                MetricType::COUNTER,
+            )
+        })
+        .collect();
+    families.push(family(
+        "liminal_conversations_ended_total",
+        "Conversations ended since the server started, by outcome: closed or failed.",
+        MetricType::COUNTER,
+        ended,
+    ));
+    families.push(single(
+        "liminal_conversation_participant_crashes_total",
+        "Participant crashes since the server started, including those a restart policy recovered from.",
+        MetricType::COUNTER,
+        stats.participant_crashes.load(Ordering::Relaxed) as f64,
+    ));
 }
 
 /// Nodes of `kind` in the tree.

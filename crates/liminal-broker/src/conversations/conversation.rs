@@ -154,7 +154,11 @@ impl Actor for ConversationActor {
             conversation_id: state.shared.info.conversation_id,
             conversation: myself.clone(),
         });
+        // Counted before the requester can learn the id, like the end in `finish`.
+        let opened_count = &state.routing.stats.opened;
+        opened_count.fetch_add(1, Ordering::Relaxed);
         if state.requester.get_status() != ActorStatus::Running || state.requester.send_message(opened).is_err() {
+            opened_count.fetch_sub(1, Ordering::Relaxed);
             return Err("the requester's connection closed before the conversation opened".into());
         }
         state.shared.touch();
@@ -361,6 +365,7 @@ impl ConversationState {
     }
 
     async fn participant_failed(&mut self, myself: &ActorRef<ConversationMsg>, reason: String) {
+        self.routing.stats.participant_crashes.fetch_add(1, Ordering::Relaxed);
         warn!(actor = %format!("{}/participant", self.path), conversation_id = self.conversation_id(), subject = %self.shared.info.subject, %reason, "actor crashed");
         if self.lifecycle == Lifecycle::Closing {
             // The requester already asked to end the conversation.
@@ -424,6 +429,13 @@ impl ConversationState {
     /// `failure` is the `ConversationFailed` reason for `Failed`, or an
     /// override of the close reason for `Closed`.
     fn finish(&mut self, myself: &ActorRef<ConversationMsg>, outcome: Lifecycle, failure: Option<String>) {
+        // Counted before the requester can learn of the end, so metrics read
+        // after the last frame include this conversation.
+        let ended = match outcome {
+            Lifecycle::Failed => &self.routing.stats.failed,
+            _ => &self.routing.stats.closed,
+        };
+        ended.fetch_add(1, Ordering::Relaxed);
         let conversation_id = self.conversation_id();
         let reason = failure.unwrap_or_else(|| self.close_reason.clone());
         let frame = match outcome {

@@ -36,6 +36,7 @@ use conversation::{ConversationActor, ConversationArgs, ConversationMsg};
 use participant::{ConversationShared, ParticipantMsg};
 use responder::{ConversationInfo, ResponderRegistry};
 use routing::{Routing, WorkerRegistry};
+pub use routing::ConversationStats;
 
 pub use endpoint::ConversationRoutes;
 
@@ -151,6 +152,7 @@ impl Actor for ConversationsSupervisor {
             config: args.config.conversations.clone(),
             responders: args.responders,
             workers: WorkerRegistry::default(),
+            stats: ConversationStats::default(),
         });
         let _ = args.ready.send(ConversationsHandle {
             supervisor: myself,

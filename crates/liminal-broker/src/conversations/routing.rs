@@ -9,6 +9,7 @@
 //! unless `unknown_subject = "reject"`.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use ractor::{ActorRef, ActorStatus};
@@ -112,6 +113,20 @@ pub(crate) struct Routing {
     pub config: ConversationsConfig,
     pub responders: ResponderRegistry,
     pub workers: WorkerRegistry,
+    pub stats: ConversationStats,
+}
+
+/// Counters of conversation lifecycles since the broker started, for the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct ConversationStats {
+    /// Conversations whose participant started and whose id went to the requester's connection.
+    pub opened: AtomicU64,
+    /// Conversations that ended with `ConversationClosed`.
+    pub closed: AtomicU64,
+    /// Conversations that ended with `ConversationFailed`.
+    pub failed: AtomicU64,
+    /// Participant crashes, including those the `restart` policy recovered from.
+    pub participant_crashes: AtomicU64,
 }
 
 impl Routing {
