@@ -203,3 +203,23 @@ async fn empty_idempotency_key_rejected() {
     assert_eq!(error.code(), Some("invalid_request"));
     assert!(error.to_string().contains("empty"), "{error}");
 }
+
+#[tokio::test]
+async fn unknown_conversation_error_names_it() {
+    let server = TestServer::start("");
+    let mut connection = greeted(&server).await;
+    let message = Frame::ConversationMessage { conversation_id: 4242, message_id: 1, payload: Bytes::from_static(b"x") };
+    connection.send(&message).await.unwrap();
+    match connection.receive(WAIT).await.unwrap() {
+        Some(Frame::Error { request_id, code, message, conversation_id }) => {
+            assert_eq!(code, "unknown_conversation");
+            assert_eq!(request_id, None);
+            assert_eq!(conversation_id, Some(4242));
+            assert!(message.starts_with("conversation 4242:"), "{message}");
+        }
+        other => panic!("expected unknown_conversation, got {other:?}"),
+    }
+    // The error concerns one conversation only, so the connection stays usable.
+    connection.send(&Frame::Ping { nonce: 9 }).await.unwrap();
+    assert!(matches!(connection.receive(WAIT).await.unwrap(), Some(Frame::Pong { nonce: 9 })));
+}

@@ -162,7 +162,7 @@ async fn pipelined_publishes_checked_in_order() {
                 last_message_id = message_id;
                 answered += 1;
             }
-            Frame::Error { request_id: Some(request_id), code, message } => {
+            Frame::Error { request_id: Some(request_id), code, message, .. } => {
                 assert_eq!(request_id % 3, 0, "valid order {request_id} was rejected: {message}");
                 assert_eq!(code, "schema_validation_failed");
                 assert!(message.contains("/quantity"), "{message}");

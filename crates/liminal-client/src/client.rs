@@ -543,14 +543,16 @@ fn route(shared: &Shared, frame: Frame) {
             request_id: Some(request_id),
             code,
             message,
+            ..
         } => answer(shared, request_id, Err(ClientError::Server { code, message })),
         Frame::Error {
             request_id: None,
             ref code,
             ref message,
+            conversation_id,
         } => {
             let mut routes = shared.routes();
-            if routes.conversations.route_error(code, message) {
+            if routes.conversations.route_error(code, message, conversation_id) {
                 return;
             }
             let closes = !NON_CLOSING_CODES.iter().any(|known| known.as_str() == code);

@@ -261,16 +261,17 @@ impl ConversationTable {
         }
     }
 
-    /// Routes an `Error` without request id that concerns one conversation.
-    /// The server starts such messages with `conversation <id>:`. Returns
+    /// Routes an `Error` without request id that concerns one conversation,
+    /// named by `conversation_id` or, from servers that do not send that
+    /// field, by the `conversation <id>:` start of the message. Returns
     /// false when the error is not about an open conversation.
-    pub(crate) fn route_error(&mut self, code: &str, message: &str) -> bool {
+    pub(crate) fn route_error(&mut self, code: &str, message: &str, conversation_id: Option<u64>) -> bool {
         let about_conversation = code == ErrorCode::ConversationQueueFull.as_str()
             || code == ErrorCode::UnknownConversation.as_str();
         if !about_conversation {
             return false;
         }
-        let Some(conversation_id) = conversation_id_in(message) else {
+        let Some(conversation_id) = conversation_id.or_else(|| conversation_id_in(message)) else {
             return false;
         };
         match self.open.get(&conversation_id) {
@@ -310,6 +311,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn error_field_wins_over_text() {
+        let mut routes = ConversationTable::default();
+        let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
+        routes.open.insert(7, sender);
+        assert!(routes.route_error("conversation_queue_full", "conversation 8: full", Some(7)));
+        assert!(matches!(events.try_recv(), Ok(ConversationEvent::Rejected { .. })));
+        assert!(!routes.route_error("conversation_queue_full", "conversation 7: full", Some(8)));
+        assert!(routes.route_error("unknown_conversation", "conversation 7: gone", None));
+    }
+
+    #[test]
     fn error_prefix_names_the_conversation() {
         assert_eq!(conversation_id_in("conversation 42: queue full"), Some(42));
         assert_eq!(conversation_id_in("conversation x: queue full"), None);
@@ -335,8 +347,8 @@ mod tests {
                 })
                 .is_none()
         );
-        assert!(table.route_error("conversation_queue_full", "conversation 9: full"));
-        assert!(!table.route_error("conversation_queue_full", "conversation 10: full"));
+        assert!(table.route_error("conversation_queue_full", "conversation 9: full", None));
+        assert!(!table.route_error("conversation_queue_full", "conversation 10: full", None));
         table.route(Frame::ConversationFailed {
             conversation_id: 9,
             reason: "crash".to_owned(),

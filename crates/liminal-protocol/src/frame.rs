@@ -55,6 +55,10 @@ pub enum Frame {
         request_id: Option<u64>,
         code: String,
         message: String,
+        /// The conversation an error without request id is about, for errors
+        /// rejecting `ConversationMessage` or `CloseConversation`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conversation_id: Option<u64>,
     },
     /// Server → client: the server is shutting down; finish up and reconnect later.
     Draining { deadline_ms: u64 },
@@ -234,6 +238,17 @@ impl Frame {
             request_id,
             code: code.as_str().to_owned(),
             message: message.into(),
+            conversation_id: None,
+        }
+    }
+
+    /// Builds an `Error` frame about one conversation, for a frame that has no request id.
+    pub fn conversation_error(conversation_id: u64, code: crate::ErrorCode, message: impl Into<String>) -> Frame {
+        Frame::Error {
+            request_id: None,
+            code: code.as_str().to_owned(),
+            message: message.into(),
+            conversation_id: Some(conversation_id),
         }
     }
 }

@@ -297,8 +297,8 @@ impl ConversationState {
         };
         let limit = self.config.conversations.max_queued_messages;
         if self.shared.queued.load(Ordering::Relaxed) >= limit {
-            outbox.push_control(Frame::error(
-                None,
+            outbox.push_control(Frame::conversation_error(
+                conversation_id,
                 ErrorCode::ConversationQueueFull,
                 format!("conversation {conversation_id}: message {message_id} discarded because {limit} messages are already queued (conversations.max_queued_messages); send it again after replies arrive"),
             ));

@@ -276,14 +276,12 @@ impl ConnectionState {
     }
 }
 
-/// `Error` frames about a conversation message carry no request id (the
-/// message has none). Their text starts with `conversation <id>:`, which
-/// clients use to route them; docs/protocol.md states this convention.
-// NOTE: an optional `conversation_id` field on `Error` would let clients
-// route these without parsing the message text.
+/// Builds the error for a frame about a conversation this connection does
+/// not have. Such frames carry no request id, so the error names the
+/// conversation in `conversation_id` and, for older clients, in the text.
 fn unknown_conversation(conversation_id: u64) -> Frame {
-    Frame::error(
-        None,
+    Frame::conversation_error(
+        conversation_id,
         ErrorCode::UnknownConversation,
         format!("conversation {conversation_id}: not an open conversation of this connection"),
     )
