@@ -169,3 +169,22 @@ fn pub_key_reports_duplicate() {
     assert_eq!(second["duplicate"], true);
     assert_eq!(first["message_id"], second["message_id"]);
 }
+
+#[test]
+fn sub_reports_server_drain() {
+    let mut server = TestServer::start("");
+    let subscriber = Command::new(cli_binary())
+        .args(["--server", &server.address, "sub", "demo"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    publish_until_delivered(&server, "before");
+    let status = server.signal_and_wait("TERM", Duration::from_secs(10)).expect("server exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+
+    let output = subscriber.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("graceful drain"), "{stderr}");
+}

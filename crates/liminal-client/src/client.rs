@@ -99,6 +99,8 @@ struct Routes {
     conversations: crate::conversation::ConversationTable,
     workers: crate::worker::WorkerTable,
     closed: Option<ClientError>,
+    /// Set by `Draining`: the server is shutting down and will close the connection.
+    draining: bool,
 }
 
 struct Shared {
@@ -446,6 +448,9 @@ async fn read_loop(mut reader: FramedRead<tokio::net::tcp::OwnedReadHalf, FrameC
         match reader.next().await {
             Some(Ok(frame)) => route(&shared, frame),
             Some(Err(error)) => break ClientError::Protocol(error.to_string()),
+            None if shared.routes().draining => {
+                break ClientError::Closed("the server shut down after a graceful drain; reconnect when it is back".to_owned());
+            }
             None => break ClientError::Closed("server closed the connection".to_owned()),
         }
     };
@@ -569,6 +574,10 @@ fn route(shared: &Shared, frame: Frame) {
         | Frame::ResponderRegistered { request_id, .. }
         | Frame::ResponderUnregistered { request_id, .. }
         | Frame::FaultInjected { request_id, .. } => answer(shared, request_id, Ok(frame)),
+        Frame::Draining { .. } => {
+            shared.routes().draining = true;
+            let _ = shared.events.send(frame);
+        }
         other => {
             let _ = shared.events.send(other);
         }

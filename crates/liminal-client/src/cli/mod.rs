@@ -36,6 +36,8 @@ pub enum Command {
     /// Serve SUBJECT as a remote worker: echo each message or answer with a command's output.
     Respond(respond::RespondArgs),
     /// Print the server's live supervision tree with restart counts.
+    ///
+    /// Reads the HTTP endpoint given by --health, so --server and --token do not apply.
     Tree(tree::TreeArgs),
     /// Run a bounded load scenario against the broker and print a RESULT line.
     Bench(bench::BenchArgs),

@@ -22,7 +22,8 @@ pub struct SubArgs {
     /// acknowledge each message after printing it.
     #[arg(long, value_name = "NAME")]
     pub consumer: Option<String>,
-    /// Print one JSON object per message (`message_id`, `payload`) instead of the payload.
+    /// Print one JSON object per message instead of the payload: `message_id`, and `payload` for
+    /// UTF-8 payloads or `payload_base64` for any other bytes.
     #[arg(long)]
     pub json: bool,
 }
@@ -67,11 +68,7 @@ pub async fn run(client: &Client, args: &SubArgs) -> anyhow::Result<()> {
             SubscriptionEvent::Message(message) => {
                 let mut out = stdout.lock();
                 if args.json {
-                    let object = serde_json::json!({
-                        "message_id": message.message_id,
-                        "payload": String::from_utf8_lossy(&message.payload),
-                    });
-                    writeln!(out, "{object}")?;
+                    writeln!(out, "{}", json_line(message.message_id, &message.payload))?;
                 } else {
                     out.write_all(&message.payload)?;
                     out.write_all(b"\n")?;
@@ -94,4 +91,33 @@ pub async fn run(client: &Client, args: &SubArgs) -> anyhow::Result<()> {
         client.ping().await?;
     }
     Ok(())
+}
+
+/// Formats one message for `--json`. A payload that is not UTF-8 is sent as
+/// base64, so binary messages survive the round trip through JSON intact.
+fn json_line(message_id: u64, payload: &[u8]) -> serde_json::Value {
+    match std::str::from_utf8(payload) {
+        Ok(text) => serde_json::json!({ "message_id": message_id, "payload": text }),
+        Err(_) => {
+            use base64::Engine;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(payload);
+            serde_json::json!({ "message_id": message_id, "payload_base64": encoded })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_line_keeps_text_and_binary() {
+        let text = json_line(3, "héllo".as_bytes());
+        assert_eq!(text["message_id"], 3);
+        assert_eq!(text["payload"], "héllo");
+
+        let binary = json_line(4, &[0xff, 0x00, 0x80]);
+        assert_eq!(binary["payload_base64"], "/wCA");
+        assert!(binary.get("payload").is_none());
+    }
 }

@@ -132,6 +132,14 @@ impl Settings {
         if file.auth.token.is_some() {
             file.auth.token = Some("<redacted>".to_owned());
         }
+        // Keys left out of the file are shown with the value the server uses.
+        file.server_id = Some(self.broker.server_id.clone());
+        for channel in &mut file.channels {
+            channel.slow_consumer.get_or_insert_with(|| file.slow_consumer.clone());
+            channel
+                .dedup_window
+                .get_or_insert_with(|| humantime::format_duration(liminal_broker::config::DEFAULT_DEDUP_WINDOW).to_string());
+        }
         toml::to_string_pretty(&file).unwrap_or_else(|error| format!("# failed to render config: {error}\n"))
     }
 }

@@ -134,3 +134,14 @@ fn too_many_schema_validation_threads_rejected() {
     assert!(message.contains("schema_validation_threads"), "{message}");
     assert!(message.contains("5000"), "{message}");
 }
+
+#[test]
+fn redacted_toml_shows_defaults_and_reloads() {
+    let text = format!("{MINIMAL}slow_consumer = \"disconnect\"\n[[channels]]\nname = \"a\"\n");
+    let rendered = load(&text, &[]).unwrap().redacted_toml();
+    assert!(rendered.contains("server_id = \"liminal\""), "{rendered}");
+    assert!(rendered.contains("slow_consumer = \"disconnect\"\ndedup_window = \"2m\""), "{rendered}");
+
+    let reloaded = load(&rendered, &[]).unwrap();
+    assert_eq!(reloaded.redacted_toml(), rendered, "the rendered configuration loads as it is");
+}
