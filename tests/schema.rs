@@ -187,6 +187,73 @@ async fn pipelined_publishes_checked_in_order() {
     assert!(replay.next_timeout(Duration::from_millis(300)).await.is_err(), "an invalid order was stored");
 }
 
+/// Publishes read before the handshake completed are not validated by the reader; they must be
+/// rejected with `hello_required` before Hello, and validated by the connection right after it.
+#[tokio::test]
+async fn publishes_around_hello_checked() {
+    let server = start_orders_server();
+    let invalid = VALID.replace("\"quantity\":2", "\"quantity\":0");
+    let publish = |request_id: u64, payload: &str| Frame::Publish {
+        request_id,
+        channel: "orders".into(),
+        payload: payload.to_owned().into(),
+        headers: None,
+        idempotency_key: None,
+    };
+
+    let mut buffer = BytesMut::new();
+    for request_id in 1..=10 {
+        encode_frame_into(&publish(request_id, &invalid), &mut buffer).unwrap();
+    }
+    let hello = Frame::Hello { versions: vec![PROTOCOL_VERSION], client_name: "eager".into(), token: None };
+    encode_frame_into(&hello, &mut buffer).unwrap();
+    encode_frame_into(&publish(11, &invalid), &mut buffer).unwrap();
+    encode_frame_into(&publish(12, VALID), &mut buffer).unwrap();
+    let mut connection = RawConnection::connect(&server.address).await.unwrap();
+    connection.send_bytes(&buffer).await.unwrap();
+
+    let mut replies = std::collections::BTreeMap::new();
+    while replies.len() < 12 {
+        match connection.receive(Duration::from_secs(10)).await.unwrap().expect("connection open") {
+            Frame::Welcome { .. } => {}
+            Frame::Error { request_id: Some(request_id), code, .. } => {
+                replies.insert(request_id, code);
+            }
+            Frame::PublishAck { request_id, .. } => {
+                replies.insert(request_id, "ack".to_owned());
+            }
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    for request_id in 1..=10 {
+        assert_eq!(replies[&request_id], "hello_required", "publish {request_id}");
+    }
+    assert_eq!(replies[&11], "schema_validation_failed");
+    assert_eq!(replies[&12], "ack");
+}
+
+#[tokio::test]
+async fn payload_limit_follows_frame_limit() {
+    let directory = tempfile::tempdir().unwrap();
+    let schema = directory.path().join("numbers.json");
+    std::fs::write(&schema, r#"{"type": "array", "items": {"type": "integer"}}"#).unwrap();
+    let server = TestServer::start_with_files(
+        "[limits]\nmax_frame_bytes = 4194304\n\n[[channels]]\nname = \"numbers\"\nschema = \"numbers.json\"\n",
+        &[("numbers.json", schema)],
+    );
+    let client = server.client().await;
+
+    // About 2 MiB of JSON: larger than the schema crate's default limit of 1 MiB.
+    let numbers = vec!["1"; 1024 * 1024].join(",");
+    let payload = format!("[{numbers}]");
+    assert!(payload.len() > 2 * 1024 * 1024 - 10);
+    client.publish("numbers", payload).await.unwrap();
+
+    let error = client.publish("numbers", format!("[{numbers},\"x\"]")).await.unwrap_err();
+    assert_eq!(error.code(), Some("schema_validation_failed"));
+    assert!(error.to_string().contains("/1048576"), "{error}");
+}
+
 fn startup_error(schema_text: Option<&str>) -> String {
     let directory = tempfile::tempdir().unwrap();
     if let Some(text) = schema_text {

@@ -46,6 +46,11 @@ pub struct OutboxStats {
 struct Queued {
     frame: Frame,
     bytes: usize,
+    /// Whether the `drop` slow-consumer policy may discard this frame: true
+    /// only for deliveries of ephemeral channels. Durable deliveries and
+    /// control frames are never dropped, because the subscription's resume
+    /// offset is already past them and no replay would bring them back.
+    droppable: bool,
 }
 
 #[derive(Debug, Default)]
@@ -145,7 +150,7 @@ impl Outbox {
                 return false;
             }
             state.queued_bytes += bytes;
-            state.queue.push_back(Queued { frame, bytes });
+            state.queue.push_back(Queued { frame, bytes, droppable: false });
         }
         drop(state);
         self.wake.notify_one();
@@ -191,7 +196,7 @@ impl Outbox {
                 }
             }
             state.queued_bytes += bytes;
-            state.queue.push_back(Queued { frame, bytes });
+            state.queue.push_back(Queued { frame, bytes, droppable: true });
             accepted += 1;
         }
         drop(state);
@@ -230,7 +235,7 @@ impl Outbox {
                 break;
             }
             state.queued_bytes += bytes;
-            state.queue.push_back(Queued { frame, bytes });
+            state.queue.push_back(Queued { frame, bytes, droppable: false });
             accepted += 1;
         }
         drop(state);
@@ -256,7 +261,7 @@ impl Outbox {
             if let Some(frame) = final_frame {
                 let bytes = estimated_size(&frame);
                 state.queued_bytes += bytes;
-                state.queue.push_back(Queued { frame, bytes });
+                state.queue.push_back(Queued { frame, bytes, droppable: false });
             }
             state.closing = true;
         }
@@ -327,12 +332,13 @@ fn close_as_slow_consumer(state: &mut OutboxState) {
     state.queue.push_back(Queued {
         bytes: state.queued_bytes,
         frame,
+        droppable: false,
     });
     state.closing = true;
 }
 
-/// Removes the oldest `Deliver` frames until at most `target_bytes` remain
-/// queued, recording the losses per subscription. Dropping down to half the
+/// Removes the oldest droppable `Deliver` frames until at most `target_bytes`
+/// remain queued or none is left, recording the losses per subscription. Dropping down to half the
 /// bound, not just enough for one frame, keeps a persistently slow consumer
 /// from paying this pass on every message.
 fn drop_oldest_deliveries(state: &mut OutboxState, target_bytes: usize) -> u64 {
@@ -340,11 +346,7 @@ fn drop_oldest_deliveries(state: &mut OutboxState, target_bytes: usize) -> u64 {
     // Usual case: deliveries at the front leave without touching the rest
     // of the queue.
     while state.queued_bytes > target_bytes {
-        let Some(Queued {
-            frame: Frame::Deliver { .. },
-            ..
-        }) = state.queue.front()
-        else {
+        let Some(Queued { droppable: true, .. }) = state.queue.front() else {
             break;
         };
         let queued = state.queue.pop_front().expect("the front exists");
@@ -354,8 +356,8 @@ fn drop_oldest_deliveries(state: &mut OutboxState, target_bytes: usize) -> u64 {
     if state.queued_bytes <= target_bytes || state.queue.is_empty() {
         return dropped;
     }
-    // A control frame is at the front: keep every control frame in order and
-    // drop the deliveries among them, oldest first.
+    // A frame that must stay is at the front: keep those frames in order and
+    // drop the droppable deliveries among them, oldest first.
     let mut kept = VecDeque::with_capacity(state.queue.len());
     while let Some(queued) = state.queue.pop_front() {
         if state.queued_bytes <= target_bytes {
@@ -363,7 +365,7 @@ fn drop_oldest_deliveries(state: &mut OutboxState, target_bytes: usize) -> u64 {
             kept.append(&mut state.queue);
             break;
         }
-        if matches!(queued.frame, Frame::Deliver { .. }) {
+        if queued.droppable {
             record_drop(state, &queued);
             dropped += 1;
         } else {
@@ -417,6 +419,37 @@ mod tests {
         assert_eq!(count as usize + delivered.len(), 50);
         assert_eq!(*delivered.last().unwrap(), 50, "the newest message survives");
         assert!(delivered.windows(2).all(|pair| pair[0] < pair[1]));
+    }
+
+    #[tokio::test]
+    async fn drop_policy_keeps_durable_deliveries() {
+        let outbox = Outbox::new(1_000);
+        // Durable deliveries fill the outbox; they must all survive.
+        assert_eq!(outbox.push_deliveries_until_full((1..=5).map(|id| deliver(1, id))), Some(5));
+        let ephemeral = (1..=20).map(|id| deliver(2, id));
+        assert_eq!(outbox.push_deliveries(ephemeral, SlowConsumerPolicy::Drop), Some(20));
+
+        let mut batch = Vec::new();
+        assert!(outbox.next_batch(&mut batch).await);
+        let durable: Vec<u64> = batch
+            .iter()
+            .filter_map(|frame| match frame {
+                Frame::Deliver { subscription_id: 1, message_id, .. } => Some(*message_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(durable, (1..=5).collect::<Vec<_>>());
+        let dropped: u64 = batch
+            .iter()
+            .filter_map(|frame| match frame {
+                Frame::MessagesDropped { subscription_id, count } => {
+                    assert_eq!(*subscription_id, 2, "only the ephemeral subscription loses messages");
+                    Some(*count)
+                }
+                _ => None,
+            })
+            .sum();
+        assert!(dropped > 0);
     }
 
     #[tokio::test]

@@ -9,8 +9,10 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use liminal_protocol::{ErrorCode, Frame, PROTOCOL_VERSION, negotiate_version};
+use liminal_schema::ValidationFailure;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -68,7 +70,7 @@ pub(crate) struct Subscription {
     pub channel: String,
     pub request: liminal_protocol::StartPosition,
     pub accept_schemas: Option<Vec<String>>,
-    /// Where a re-attached subscription continues (see `SubscribeRequest::resume_offset`).
+    /// Offset at which a re-attached subscription continues (see `SubscribeRequest::resume_offset`).
     pub resume_offset: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -82,6 +84,9 @@ pub struct ConnectionState {
     /// Set by `Drain`: publishes, subscribes and other new work are rejected
     /// with the `draining` code.
     draining: bool,
+    /// `greeted && !draining`, shared with the reader task, which validates
+    /// publishes against channel schemas only while it is set.
+    accepting_publishes: Arc<AtomicBool>,
     /// Waits for this connection's in-flight publishes during a drain.
     drain_waiter: Option<AbortOnDrop>,
     pub(crate) channels: HashMap<String, crate::channels::ChannelHandle>,
@@ -123,6 +128,7 @@ impl Actor for ConnectionActor {
             args.path.clone(),
         ));
         let inflight = Arc::new(Semaphore::new(limits.max_inflight_publishes));
+        let accepting_publishes = Arc::new(AtomicBool::new(false));
         let reader = tokio::spawn(read_frames(
             read_half,
             limits.max_frame_bytes as usize,
@@ -130,6 +136,7 @@ impl Actor for ConnectionActor {
             limits.max_inflight_publishes,
             myself.clone(),
             args.context.clone(),
+            accepting_publishes.clone(),
         ));
         let writer = tokio::spawn(write_frames(
             write_half,
@@ -149,6 +156,7 @@ impl Actor for ConnectionActor {
             inflight,
             greeted: false,
             draining: false,
+            accepting_publishes,
             drain_waiter: None,
             channels: HashMap::new(),
             subscriptions: HashMap::new(),
@@ -246,7 +254,11 @@ impl ConnectionState {
                         self.outbox.push_control(error);
                         continue;
                     }
-                    if let Some(Err(failure)) = verdict {
+                    let schema_check = match verdict {
+                        Some(result) => result,
+                        None => self.check_schema_inline(&channel, &payload),
+                    };
+                    if let Err(failure) = schema_check {
                         self.outbox.push_control(schema_error(request_id, &channel, &failure));
                         continue;
                     }
@@ -273,6 +285,20 @@ impl ConnectionState {
             }
         }
         self.dispatch_publishes(&mut batches).await;
+    }
+
+    /// Validates a publish the reader did not check, because it read the
+    /// publish before this connection's handshake completed.
+    fn check_schema_inline(&self, channel: &str, payload: &[u8]) -> Result<(), ValidationFailure> {
+        let schema = self
+            .context
+            .validation
+            .as_ref()
+            .and_then(|validation| validation.schema(channel));
+        match schema {
+            Some(schema) => schema.validate(payload),
+            None => Ok(()),
+        }
     }
 
     fn check_publish(&self, request_id: u64, channel: &str, key: Option<&str>) -> Result<(), Frame> {
@@ -433,6 +459,7 @@ impl ConnectionState {
             return;
         };
         self.greeted = true;
+        self.accepting_publishes.store(true, Ordering::Release);
         info!(actor = %self.path, conn_id = self.id, client = client_name, version, "handshake complete");
         self.outbox.push_control(Frame::Welcome {
             version,
@@ -520,6 +547,7 @@ impl ConnectionState {
     /// it drops `drained` and the broker stops waiting for this connection.
     fn start_drain(&mut self, deadline_ms: u64, drained: tokio::sync::oneshot::Sender<()>) {
         self.draining = true;
+        self.accepting_publishes.store(false, Ordering::Release);
         self.outbox.push_control(Frame::Draining { deadline_ms });
         let inflight = self.inflight.clone();
         let permits = self.context.config.limits.max_inflight_publishes as u32;

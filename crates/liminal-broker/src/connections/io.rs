@@ -3,7 +3,7 @@
 //! and coalesces frames into few large socket writes.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -47,7 +47,9 @@ impl Drop for AbortOnDrop {
 /// Publishes to channels with a schema are validated here, before the actor
 /// receives them, on `validation`'s pool for large chunks. Up to
 /// `MAX_PENDING_CHUNKS` chunks are validated at once, and the actor receives
-/// them in the order they were read.
+/// them in the order they were read. Only chunks read while
+/// `accepting_publishes` is set are validated here, and the actor checks the
+/// others itself once it accepted them.
 pub async fn read_frames(
     read_half: OwnedReadHalf,
     max_frame_bytes: usize,
@@ -55,6 +57,7 @@ pub async fn read_frames(
     max_inflight: usize,
     actor: ActorRef<ConnectionMsg>,
     context: Arc<ConnectionContext>,
+    accepting_publishes: Arc<AtomicBool>,
 ) {
     // A chunk never holds more publishes than there are permits in total.
     let chunk_size = READ_BATCH.min(max_inflight).max(1);
@@ -92,6 +95,10 @@ pub async fn read_frames(
                 }
                 // Nothing after an invalid frame can be trusted, so reading stops.
                 reading = failure.is_none();
+                // The actor rejects the publishes of a connection that has not authenticated or
+                // is draining. Validating them first would let such a connection spend the
+                // pool's CPU for nothing.
+                let validation = validation.filter(|_| accepting_publishes.load(Ordering::Acquire));
                 pending.push_back(prepare_chunk(frames, failure, &inflight, validation));
             }
         }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use liminal_schema::ChannelSchema;
+use liminal_schema::{ChannelSchema, SchemaLimits};
 
 use liminal_broker::{
     FsyncPolicy, PersistenceConfig,
@@ -233,7 +233,12 @@ fn limits(file: &ConfigFile) -> Result<Limits, ConfigError> {
     })
 }
 
-fn channel_config(index: usize, channel: &file::ChannelFile, base_dir: &Path) -> Result<ChannelConfig, ConfigError> {
+fn channel_config(
+    index: usize,
+    channel: &file::ChannelFile,
+    base_dir: &Path,
+    max_frame_bytes: u64,
+) -> Result<ChannelConfig, ConfigError> {
     let key = |field: &str| format!("channels[{index}].{field}");
     liminal_broker::names::validate_channel_name(&channel.name)
         .map_err(|reason| invalid(&key("name"), &channel.name, reason))?;
@@ -276,7 +281,13 @@ fn channel_config(index: usize, channel: &file::ChannelFile, base_dir: &Path) ->
     let schema = match &channel.schema {
         Some(relative) => {
             let path = base_dir.join(relative);
-            let schema = ChannelSchema::load(&path).map_err(|error| ConfigError::Schema {
+            // A payload is never larger than the frame that carries it, so the frame limit is
+            // the payload limit too; the schema crate's own default would cap it at 1 MiB.
+            let limits = SchemaLimits {
+                max_payload_bytes: usize::try_from(max_frame_bytes).unwrap_or(usize::MAX),
+                ..SchemaLimits::default()
+            };
+            let schema = ChannelSchema::load_with_limits(&path, limits).map_err(|error| ConfigError::Schema {
                 key: key("schema"),
                 channel: channel.name.clone(),
                 reason: error.to_string(),
@@ -306,7 +317,7 @@ fn broker_config(file: &ConfigFile, base_dir: &Path) -> Result<BrokerConfig, Con
         if !names.insert(channel.name.clone()) {
             return Err(invalid(&format!("channels[{index}].name"), &channel.name, "is declared twice"));
         }
-        channels.push(channel_config(index, channel, base_dir)?);
+        channels.push(channel_config(index, channel, base_dir, file.limits.max_frame_bytes)?);
     }
     let max_restarts = positive("supervision.max_restarts", file.supervision.max_restarts)?;
     let window = positive("supervision.restart_window_ms", file.supervision.restart_window_ms)?;
