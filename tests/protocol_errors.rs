@@ -223,3 +223,66 @@ async fn unknown_conversation_error_names_it() {
     connection.send(&Frame::Ping { nonce: 9 }).await.unwrap();
     assert!(matches!(connection.receive(WAIT).await.unwrap(), Some(Frame::Pong { nonce: 9 })));
 }
+
+/// Encodes `count` publishes to a durable channel, request ids 1 to `count`.
+fn publishes(count: u64) -> bytes::BytesMut {
+    let mut buffer = bytes::BytesMut::new();
+    for request_id in 1..=count {
+        let publish = Frame::Publish {
+            request_id,
+            channel: "kept".into(),
+            payload: Bytes::from(format!("m{request_id}")),
+            headers: None,
+            idempotency_key: None,
+        };
+        liminal_protocol::encode_frame_into(&publish, &mut buffer).unwrap();
+    }
+    buffer
+}
+
+const KEPT_CHANNEL: &str = "[[channels]]\nname = \"kept\"\ndurable = true\n";
+
+#[tokio::test]
+async fn publishes_before_malformed_frame_answered() {
+    let server = TestServer::start(KEPT_CHANNEL);
+    let mut connection = greeted(&server).await;
+    let mut buffer = publishes(10);
+    buffer.extend_from_slice(&[0, 0, 0, 4, 0xc1, 0xc1, 0xc1, 0xc1]);
+    connection.send_bytes(&buffer).await.unwrap();
+
+    for expected in 1..=10 {
+        match connection.receive(WAIT).await.unwrap() {
+            Some(Frame::PublishAck { request_id, .. }) => assert_eq!(request_id, expected),
+            other => panic!("expected the ack of publish {expected}, got {other:?}"),
+        }
+    }
+    assert_error(connection.receive(WAIT).await.unwrap(), "malformed_frame", "not a valid frame");
+    assert_closed(&mut connection).await;
+}
+
+#[tokio::test]
+async fn half_closed_peer_gets_its_acks() {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+
+    let server = TestServer::start(KEPT_CHANNEL);
+    let stream = tokio::net::TcpStream::connect(&server.address).await.unwrap();
+    let (read_half, mut write_half) = stream.into_split();
+    let mut buffer = bytes::BytesMut::new();
+    liminal_protocol::encode_frame_into(&hello(), &mut buffer).unwrap();
+    buffer.extend_from_slice(&publishes(10));
+    write_half.write_all(&buffer).await.unwrap();
+    write_half.shutdown().await.unwrap();
+
+    let codec = liminal_protocol::FrameCodec::new(1024 * 1024);
+    let mut frames = tokio_util::codec::FramedRead::new(read_half, codec);
+    let mut acked = Vec::new();
+    while let Ok(Some(frame)) = tokio::time::timeout(WAIT, frames.next()).await {
+        match frame.unwrap() {
+            Frame::Welcome { .. } => {}
+            Frame::PublishAck { request_id, .. } => acked.push(request_id),
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    assert_eq!(acked, (1..=10).collect::<Vec<_>>(), "the connection closed before answering");
+}

@@ -187,8 +187,8 @@ async fn pipelined_publishes_checked_in_order() {
     assert!(replay.next_timeout(Duration::from_millis(300)).await.is_err(), "an invalid order was stored");
 }
 
-/// Publishes read before the handshake completed are not validated by the reader; they must be
-/// rejected with `hello_required` before Hello, and validated by the connection right after it.
+/// Publishes read before the handshake completed are not validated by the reader. Before Hello
+/// they must be rejected with `hello_required`, and right after it the connection validates them.
 #[tokio::test]
 async fn publishes_around_hello_checked() {
     let server = start_orders_server();
@@ -300,4 +300,31 @@ fn cli_pub_shows_rejection() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("schema_validation_failed"), "{stderr}");
     assert!(stderr.contains("\"sku\" is a required property"), "{stderr}");
+}
+
+#[test]
+fn cli_pub_stdin_reports_rejected_line() {
+    use std::io::Write;
+    let server = start_orders_server();
+    let mut child = Command::new(common::cli_binary())
+        .args(["--server", &server.address, "pub", "orders"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let valid = VALID.replace('\n', "");
+    for line in [valid.as_str(), "not json", valid.as_str(), valid.as_str()] {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    drop(stdin);
+
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success(), "a rejected line must fail the command");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("line 2:"), "{stderr}");
+    assert!(stderr.contains("rejected 1 of 4 lines"), "{stderr}");
+    let acks = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(acks.lines().count(), 3, "{acks}");
 }

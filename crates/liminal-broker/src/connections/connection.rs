@@ -89,6 +89,9 @@ pub struct ConnectionState {
     accepting_publishes: Arc<AtomicBool>,
     /// Waits for this connection's in-flight publishes during a drain.
     drain_waiter: Option<AbortOnDrop>,
+    /// Closes the outbox once the in-flight publishes have their replies
+    /// queued, after the reader stopped (see `close_after_inflight`).
+    close_waiter: Option<AbortOnDrop>,
     pub(crate) channels: HashMap<String, crate::channels::ChannelHandle>,
     pub(crate) subscriptions: HashMap<u64, Subscription>,
     /// Conversations this connection opened or serves as a worker.
@@ -158,6 +161,7 @@ impl Actor for ConnectionActor {
             draining: false,
             accepting_publishes,
             drain_waiter: None,
+            close_waiter: None,
             channels: HashMap::new(),
             subscriptions: HashMap::new(),
             conversation_routes: Default::default(),
@@ -187,11 +191,14 @@ impl Actor for ConnectionActor {
             ConnectionMsg::Frames { frames, verdicts } => state.handle_frames(&myself, frames, verdicts).await,
             ConnectionMsg::ProtocolViolation { code, message } => {
                 warn!(actor = %state.path, conn_id = state.id, code = %code, %message, "closing connection after protocol violation");
-                state.outbox.close(Some(Frame::error(None, code, message)));
+                state.close_after_inflight(Some(Frame::error(None, code, message)));
             }
             ConnectionMsg::PeerClosed(reason) => {
+                // The peer may only have shut down its sending side and still
+                // read, so the publishes it sent get their replies before closing.
+                // The writer's end then stops this actor.
                 debug!(actor = %state.path, conn_id = state.id, %reason, "peer closed");
-                myself.stop(Some(reason));
+                state.close_after_inflight(None);
             }
             ConnectionMsg::WriterFinished(reason) => myself.stop(Some(reason)),
             ConnectionMsg::SubscriptionRejected { subscription_id } => {
@@ -539,7 +546,30 @@ pub(crate) fn request_id_of(frame: &Frame) -> Option<u64> {
     }
 }
 
+/// Longest wait for in-flight publishes to be answered before a connection
+/// whose reader stopped closes anyway.
+const CLOSE_INFLIGHT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl ConnectionState {
+    /// Closes the outbox, after `final_frame` if any, once every publish this
+    /// connection forwarded has its ack or error queued, or after
+    /// `CLOSE_INFLIGHT_TIMEOUT`. Used when the reader stopped: the frames
+    /// before a malformed one, or before the peer shut down its sending side,
+    /// were handled, so their replies are still owed.
+    fn close_after_inflight(&mut self, final_frame: Option<Frame>) {
+        if self.close_waiter.is_some() {
+            return;
+        }
+        let inflight = self.inflight.clone();
+        let permits = self.context.config.limits.max_inflight_publishes as u32;
+        let outbox = self.outbox.clone();
+        let waiter = tokio::spawn(async move {
+            let _ = tokio::time::timeout(CLOSE_INFLIGHT_TIMEOUT, inflight.acquire_many(permits)).await;
+            outbox.close(final_frame);
+        });
+        self.close_waiter = Some(AbortOnDrop(waiter));
+    }
+
     /// Starts this connection's part of a graceful drain. The waiter takes
     /// every in-flight permit once: all permits free means every publish
     /// this connection forwarded has its ack or error queued in the outbox.

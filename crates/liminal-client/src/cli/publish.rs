@@ -8,7 +8,7 @@ use clap::Args;
 use liminal_protocol::Headers;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::{Client, PublishAck, PublishRequest};
+use crate::{Client, ClientError, PublishAck, PublishRequest};
 
 /// Publishes kept in flight while reading stdin.
 const PIPELINE_WINDOW: usize = 1024;
@@ -82,24 +82,48 @@ pub async fn run(client: &Client, args: &PubArgs) -> anyhow::Result<()> {
     if args.key.is_some() {
         anyhow::bail!("--key needs a PAYLOAD argument: one key cannot cover several stdin lines");
     }
-    // Pipelined: up to PIPELINE_WINDOW publishes in flight, acks printed in order.
+    // Pipelined: up to PIPELINE_WINDOW publishes in flight, acks printed in
+    // order. A rejected line is reported and the rest are still published,
+    // because lines sent after it are already on their way to the server.
     let mut in_flight = VecDeque::new();
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut line_number = 0u64;
+    let mut rejected = 0u64;
     while let Some(line) = lines.next_line().await.context("failed to read stdin")? {
+        line_number += 1;
         let request = PublishRequest {
             channel: args.channel.clone(),
             payload: Bytes::from(line),
             headers: headers.clone(),
             idempotency_key: None,
         };
-        in_flight.push_back(client.publish_pipelined(request)?);
+        in_flight.push_back((line_number, client.publish_pipelined(request)?));
         if in_flight.len() >= PIPELINE_WINDOW {
-            let ack = in_flight.pop_front().expect("window is not empty").await?;
-            print_ack(&ack, args.json);
+            let (number, pending) = in_flight.pop_front().expect("window is not empty");
+            rejected += report_line(number, pending.await, args.json)?;
         }
     }
-    while let Some(pending) = in_flight.pop_front() {
-        print_ack(&pending.await?, args.json);
+    while let Some((number, pending)) = in_flight.pop_front() {
+        rejected += report_line(number, pending.await, args.json)?;
+    }
+    if rejected > 0 {
+        anyhow::bail!("the server rejected {rejected} of {line_number} lines; the others were published");
     }
     Ok(())
+}
+
+/// Prints the ack of stdin line `number`, or reports its rejection on
+/// stderr and returns 1. Errors that end the connection are returned.
+fn report_line(number: u64, outcome: Result<PublishAck, ClientError>, json: bool) -> anyhow::Result<u64> {
+    match outcome {
+        Ok(ack) => {
+            print_ack(&ack, json);
+            Ok(0)
+        }
+        Err(error @ ClientError::Server { .. }) => {
+            eprintln!("liminal: line {number}: {error}");
+            Ok(1)
+        }
+        Err(error) => Err(error.into()),
+    }
 }
