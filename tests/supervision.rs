@@ -178,3 +178,48 @@ async fn durable_subscribers_resume_exactly_after_restart() {
     }
     assert!(server.log().contains("subscriptions re-attached"), "{}", server.log());
 }
+
+/// A `Subscribe` queued behind a crash in the channel's mailbox is lost with
+/// it. The connection re-sends it to the restarted channel with its request
+/// id, so the client still gets `Subscribed`.
+#[tokio::test]
+async fn subscribe_lost_in_crash_still_answered() {
+    use liminal_client::RawConnection;
+    use liminal_protocol::{PROTOCOL_VERSION, StartPosition};
+
+    let server = TestServer::start("");
+    let publisher = server.client().await;
+    publisher.publish("flaky", "create").await.unwrap();
+
+    let mut connection = RawConnection::connect(&server.address).await.unwrap();
+    let mut buffer = bytes::BytesMut::new();
+    let frames = [
+        Frame::Hello { versions: vec![PROTOCOL_VERSION], client_name: "racer".into(), token: None },
+        Frame::InjectFault { request_id: 1, target: "channel/flaky".into() },
+        Frame::Subscribe { request_id: 2, channel: "flaky".into(), start: StartPosition::Latest, accept_schemas: None },
+    ];
+    for frame in &frames {
+        liminal_protocol::encode_frame_into(frame, &mut buffer).unwrap();
+    }
+    connection.send_bytes(&buffer).await.unwrap();
+
+    let mut subscribed = None;
+    while subscribed.is_none() {
+        match connection.receive(WAIT).await.unwrap().expect("connection open") {
+            Frame::Subscribed { request_id, subscription_id, .. } => {
+                assert_eq!(request_id, 2);
+                subscribed = Some(subscription_id);
+            }
+            Frame::Welcome { .. } | Frame::FaultInjected { .. } => {}
+            other => panic!("expected Subscribed, got {other:?}"),
+        }
+    }
+    publish_through_restart(&publisher, "flaky", "after".to_owned()).await;
+    match connection.receive(WAIT).await.unwrap() {
+        Some(Frame::Deliver { subscription_id, payload, .. }) => {
+            assert_eq!(Some(subscription_id), subscribed);
+            assert_eq!(payload.as_ref(), b"after");
+        }
+        other => panic!("expected the message, got {other:?}"),
+    }
+}

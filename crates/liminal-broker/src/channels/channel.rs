@@ -428,6 +428,7 @@ impl ChannelState {
                 start_offset: placement.start_offset,
                 truncated: placement.truncated,
             });
+            request.answered.store(true, Ordering::Release);
         }
         if let Some(from) = placement.replay_from {
             self.start_replay(myself, key, from);
@@ -491,6 +492,7 @@ impl ChannelState {
 /// Notifies the connection that a subscription it registered was rejected,
 /// so it removes the id (the client already got the `Error`).
 fn reject_subscription(request: &SubscribeRequest) {
+    request.answered.store(true, Ordering::Release);
     let _ = request
         .connection
         .send_message(crate::connections::connection::ConnectionMsg::SubscriptionRejected {

@@ -2,7 +2,7 @@
 //! publish gets an answer even if the channel dies before handling it.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use bytes::Bytes;
 use liminal_protocol::{ErrorCode, Frame, Headers, StartPosition};
@@ -92,6 +92,10 @@ pub struct SubscribeRequest {
     /// that after a crash of the channel actor it can re-attach the
     /// subscription exactly where it stopped.
     pub resume_offset: Arc<AtomicU64>,
+    /// Set once the channel queued its reply (`Subscribed` or `Error`) to
+    /// `request_id`. If the channel crashes before that, the request was
+    /// lost with its mailbox, and the re-attach sends the request id again.
+    pub answered: Arc<AtomicBool>,
 }
 
 /// The messages of a channel actor.

@@ -72,6 +72,10 @@ pub(crate) struct Subscription {
     pub accept_schemas: Option<Vec<String>>,
     /// Offset at which a re-attached subscription continues (see `SubscribeRequest::resume_offset`).
     pub resume_offset: Arc<std::sync::atomic::AtomicU64>,
+    /// The client's id of the `Subscribe` request.
+    pub request_id: u64,
+    /// Whether the channel replied to the request (see `SubscribeRequest::answered`).
+    pub answered: Arc<AtomicBool>,
 }
 
 pub struct ConnectionState {

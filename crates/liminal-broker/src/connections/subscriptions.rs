@@ -2,7 +2,7 @@
 //! including re-attaching subscriptions after a channel actor restart.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use liminal_protocol::{ErrorCode, Frame, StartPosition};
@@ -111,6 +111,7 @@ impl ConnectionState {
         self.next_subscription_id += 1;
         self.watch(myself, &actor, &channel);
         let resume_offset = Arc::new(AtomicU64::new(0));
+        let answered = Arc::new(AtomicBool::new(false));
         let request = SubscribeRequest {
             request_id: Some(request_id),
             connection: myself.get_cell(),
@@ -120,6 +121,7 @@ impl ConnectionState {
             start: start.clone(),
             accept_schemas: accept_schemas.clone(),
             resume_offset: resume_offset.clone(),
+            answered: answered.clone(),
         };
         self.subscriptions.insert(
             subscription_id,
@@ -128,6 +130,8 @@ impl ConnectionState {
                 request: start,
                 accept_schemas,
                 resume_offset,
+                request_id,
+                answered,
             },
         );
         if actor.send_message(ChannelMsg::Subscribe(request)).is_err() {
@@ -212,8 +216,11 @@ impl ConnectionState {
         self.watch(myself, &actor, channel);
         for subscription_id in affected {
             let subscription = &self.subscriptions[&subscription_id];
+            // A request the crashed channel never answered is sent again with
+            // its id, so the client still gets its `Subscribed` or `Error`.
+            let unanswered = !subscription.answered.load(Ordering::Acquire);
             let request = SubscribeRequest {
-                request_id: None,
+                request_id: unanswered.then_some(subscription.request_id),
                 connection: myself.get_cell(),
                 connection_id: self.id,
                 subscription_id,
@@ -221,6 +228,7 @@ impl ConnectionState {
                 start: reattach_start(subscription),
                 accept_schemas: subscription.accept_schemas.clone(),
                 resume_offset: subscription.resume_offset.clone(),
+                answered: subscription.answered.clone(),
             };
             let _ = actor.send_message(ChannelMsg::Subscribe(request));
         }
