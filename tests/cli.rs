@@ -188,3 +188,33 @@ fn sub_reports_server_drain() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("graceful drain"), "{stderr}");
 }
+
+#[test]
+fn pub_stdin_rejects_oversized_line_locally() {
+    use std::io::Write;
+    let server = TestServer::start("[limits]\nmax_frame_bytes = 4096\n");
+    let mut child = Command::new(cli_binary())
+        .args(["--server", &server.address, "pub", "sizes"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "small 1").unwrap();
+    writeln!(stdin, "{}", "x".repeat(10_000)).unwrap();
+    for index in 3..=5 {
+        writeln!(stdin, "small {index}").unwrap();
+    }
+    // A line of raw bytes that are not UTF-8 is published as it is.
+    stdin.write_all(&[0xff, 0xfe, b'\n']).unwrap();
+    drop(stdin);
+
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("line 2: 10000 bytes is more than"), "{stderr}");
+    assert!(stderr.contains("5 of 6 lines published; 1 rejected, 0 not confirmed"), "{stderr}");
+    let acks = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(acks.lines().count(), 5, "{acks}");
+}

@@ -324,7 +324,7 @@ fn cli_pub_stdin_reports_rejected_line() {
     assert!(!output.status.success(), "a rejected line must fail the command");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("line 2:"), "{stderr}");
-    assert!(stderr.contains("rejected 1 of 4 lines"), "{stderr}");
+    assert!(stderr.contains("3 of 4 lines published; 1 rejected, 0 not confirmed"), "{stderr}");
     let acks = String::from_utf8_lossy(&output.stdout);
     assert_eq!(acks.lines().count(), 3, "{acks}");
 }
