@@ -162,6 +162,25 @@ async fn named_consumer_resumes_after_restart() {
     assert_eq!(read_messages(&mut fresh, 1).await[0].0, 1);
 }
 
+/// A consumer that subscribes again right after acknowledging starts after
+/// the ack, even while the store is still writing the cursor.
+#[tokio::test]
+async fn consumer_resubscribes_after_fresh_ack() {
+    let server = TestServer::start(DURABLE);
+    let client = server.client().await;
+    publish_many(&client, "events", 5, "r").await;
+
+    let consumer = StartPosition::Consumer("relay".into());
+    for expected in 1..=5u64 {
+        let mut subscription = subscribe_from(&client, "events", consumer.clone()).await;
+        assert_eq!(subscription.start_offset, Some(expected), "after acking {}", expected - 1);
+        let (offset, _) = read_messages(&mut subscription, 1).await[0].clone();
+        assert_eq!(offset, expected);
+        client.ack(subscription.subscription_id, offset).unwrap();
+        client.unsubscribe(subscription.subscription_id).await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn replay_joins_live_without_gap_or_duplicate() {
     let server = TestServer::start(DURABLE);

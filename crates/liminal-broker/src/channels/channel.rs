@@ -209,7 +209,8 @@ impl Actor for ChannelActor {
                 connection_id,
                 subscription_id,
                 offset,
-            } => state.ack((connection_id, subscription_id), offset),
+            } => state.ack(&myself, (connection_id, subscription_id), offset),
+            ChannelMsg::CursorStored { consumer, offset } => state.cursor_stored(&consumer, offset),
             ChannelMsg::ReplayDone {
                 key,
                 generation,

@@ -75,6 +75,10 @@ pub struct DurableState {
     next_offset: u64,
     /// Idempotency keys handed to the store but not yet confirmed, with their offset.
     inflight_keys: HashMap<String, u64>,
+    /// Cursors of named consumers handed to the store but not yet confirmed
+    /// written. A consumer that subscribes again meanwhile starts after
+    /// these, not after the older cursor the store still returns.
+    pending_cursors: HashMap<String, u64>,
     waiting_duplicates: HashMap<u64, Vec<WaitingDuplicate>>,
     maintenance_running: Arc<AtomicBool>,
 }
@@ -135,6 +139,7 @@ impl DurableState {
             last_appended: last,
             next_offset: last + 1,
             inflight_keys: HashMap::new(),
+            pending_cursors: HashMap::new(),
             waiting_duplicates: HashMap::new(),
             maintenance_running: Arc::new(AtomicBool::new(false)),
         })
@@ -357,10 +362,11 @@ impl ChannelState {
                 if let Err(reason) = crate::names::validate_consumer_name(name) {
                     return Err(Frame::error(request.request_id, ErrorCode::InvalidRequest, reason));
                 }
-                let cursor = binding
+                let stored = binding
                     .store
                     .cursor(binding.group, binding.channel, name)
                     .map_err(storage_error)?;
+                let cursor = stored.max(durable.pending_cursors.get(name).copied());
                 // A consumer seen for the first time starts at the oldest message.
                 let requested = cursor.map_or(first, |acked| acked + 1);
                 (requested, Some(name.clone()), cursor.unwrap_or(0))
@@ -436,8 +442,8 @@ impl ChannelState {
     }
 
     /// Records a named consumer's cumulative acknowledgement.
-    pub(crate) fn ack(&mut self, key: SubscriberKey, offset: u64) {
-        let Some(durable) = self.durable.as_ref() else {
+    pub(crate) fn ack(&mut self, myself: &ActorRef<ChannelMsg>, key: SubscriberKey, offset: u64) {
+        let Some(durable) = self.durable.as_mut() else {
             return;
         };
         let Some(subscriber) = self.subscribers.get_mut(&key) else {
@@ -451,8 +457,11 @@ impl ChannelState {
             return;
         }
         subscriber.acked = offset;
+        let pending = durable.pending_cursors.entry(consumer.clone()).or_insert(0);
+        *pending = (*pending).max(offset);
         let binding = &durable.binding;
         let path = self.shared.path.clone();
+        let actor = myself.clone();
         binding.store.submit(
             Command::SetCursor {
                 group: binding.group,
@@ -461,11 +470,25 @@ impl ChannelState {
                 offset,
             },
             Box::new(move |result| {
-                if let Err(error) = result {
+                if let Err(error) = &result {
                     warn!(actor = %path, consumer, offset, %error, "failed to store consumer cursor");
                 }
+                // Also after a failure, so the entry cannot outlive the actor's
+                // interest in it; the next ack of this consumer writes again.
+                let _ = actor.send_message(ChannelMsg::CursorStored { consumer, offset });
             }),
         );
+    }
+
+    /// Forgets a pending cursor once the store wrote it, unless a later ack
+    /// of the same consumer is still on its way.
+    pub(crate) fn cursor_stored(&mut self, consumer: &str, offset: u64) {
+        let Some(durable) = self.durable.as_mut() else {
+            return;
+        };
+        if durable.pending_cursors.get(consumer).is_some_and(|pending| *pending <= offset) {
+            durable.pending_cursors.remove(consumer);
+        }
     }
 
     /// Applies retention and purges expired receipts on a blocking thread;

@@ -136,6 +136,8 @@ pub enum ChannelMsg {
         generation: u64,
         reason: String,
     },
+    /// The store wrote `offset` as the cursor of named consumer `consumer`.
+    CursorStored { consumer: String, offset: u64 },
     /// Periodic maintenance: receipt expiry and retention.
     Tick,
     /// Fault injection: the channel actor panics on receipt.
