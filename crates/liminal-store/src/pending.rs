@@ -44,6 +44,12 @@ impl PendingBatch {
         self.commands
     }
 
+    /// Returns whether the batch changes nothing, as after a purge that found
+    /// no expired receipt.
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+
     /// Returns the encoded size of the batch in bytes.
     pub fn size_in_bytes(&self) -> usize {
         self.batch.size_in_bytes()

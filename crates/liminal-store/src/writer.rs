@@ -335,6 +335,12 @@ impl Writer {
             panic!("injected store writer panic");
         }
 
+        // Periodic maintenance of an idle channel applies commands that change
+        // nothing. Writing their empty batch would still cost a sync.
+        if pending.is_empty() {
+            return Ok(());
+        }
+
         let synced = self.config.policy == FsyncPolicy::Always;
         let mut options = WriteOptions::default();
         options.set_sync(synced);

@@ -538,3 +538,26 @@ fn payload_bytes_survive_round_trip() {
     assert_eq!(read[0].payload.as_ref(), payload.as_slice());
     assert!(read[0].headers.is_empty());
 }
+
+#[test]
+fn empty_purge_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), FsyncPolicy::Always);
+    let channel = store.channel_id(GROUP, "idle").unwrap();
+    let before = store.stats();
+
+    let outcome = store
+        .submit_blocking(Command::PurgeReceipts {
+            group: GROUP,
+            channel,
+            older_than_ms: 1_000,
+            max: 100,
+        })
+        .unwrap();
+    assert_eq!(outcome, ApplyOutcome::ReceiptsPurged { removed: 0, more: false });
+
+    let after = store.stats();
+    assert_eq!(after.commands, before.commands + 1);
+    assert_eq!(after.batches, before.batches, "an empty batch was written");
+    assert_eq!(after.fsyncs, before.fsyncs, "an empty batch was synced");
+}
