@@ -221,6 +221,7 @@ async fn cli_uses_liminal_token() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unauthorized"), "{stderr}");
+    assert!(stderr.contains("pass the server's token with --token"), "{stderr}");
 
     let output = cli(
         &server,
@@ -230,6 +231,7 @@ async fn cli_uses_liminal_token() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unauthorized"), "{stderr}");
+    assert!(stderr.contains("check the value of --token"), "{stderr}");
     assert!(
         !stderr.contains(WRONG_TOKEN),
         "the CLI echoed the token: {stderr}"

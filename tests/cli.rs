@@ -218,3 +218,15 @@ fn pub_stdin_rejects_oversized_line_locally() {
     let acks = String::from_utf8_lossy(&output.stdout);
     assert_eq!(acks.lines().count(), 5, "{acks}");
 }
+
+#[test]
+fn missing_config_error_said_once() {
+    let output = Command::new(env!("CARGO_BIN_EXE_liminal-server"))
+        .args(["--config", "/nonexistent/liminal.toml"])
+        .output()
+        .expect("run liminal-server");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/nonexistent/liminal.toml"), "{stderr}");
+    assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
+}

@@ -14,7 +14,7 @@ async fn main() -> std::process::ExitCode {
     match liminal_server::cli::run(args).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("liminal-server: {error:#}");
+            eprintln!("liminal-server: {}", liminal::error_line(&error));
             std::process::ExitCode::FAILURE
         }
     }

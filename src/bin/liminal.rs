@@ -8,7 +8,7 @@ async fn main() -> std::process::ExitCode {
     match liminal_client::cli::run(args).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("liminal: {error:#}");
+            eprintln!("liminal: {}", liminal::error_line(&error));
             std::process::ExitCode::FAILURE
         }
     }

@@ -1,5 +1,7 @@
 //! Logging setup: `tracing-subscriber` on stderr, filtered by `RUST_LOG`.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Default filter when `RUST_LOG` is unset: the broker's own events at info,
@@ -17,8 +19,20 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. Safe to call once per process.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) => EnvFilter::try_new(&directives).unwrap_or_else(|error| {
+            eprintln!("liminal-server: ignoring invalid RUST_LOG={directives:?} ({error}); logging with {DEFAULT_FILTER:?}");
+            EnvFilter::new(DEFAULT_FILTER)
+        }),
+        Err(_) => EnvFilter::new(DEFAULT_FILTER),
+    };
+    // Colours only for a terminal: in a file or a pipe the escape codes get
+    // in the way of grep and log collectors.
+    let ansi = std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

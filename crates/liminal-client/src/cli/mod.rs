@@ -61,5 +61,16 @@ async fn connect(args: &Args) -> anyhow::Result<Client> {
         token: args.token.clone(),
         ..ClientOptions::default()
     };
-    Ok(Client::connect(&args.server, options).await?)
+    match Client::connect(&args.server, options).await {
+        Ok(client) => Ok(client),
+        Err(error) if error.code() == Some("unauthorized") => {
+            let hint = if args.token.is_some() {
+                "check the value of --token or LIMINAL_TOKEN against the server's auth.token"
+            } else {
+                "pass the server's token with --token or set LIMINAL_TOKEN"
+            };
+            Err(anyhow::anyhow!("{error}; {hint}"))
+        }
+        Err(error) => Err(error.into()),
+    }
 }
