@@ -345,6 +345,16 @@ fn run_tree(arguments: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     command.output().expect("run liminal tree")
 }
 
+#[test]
+fn liminal_tree_on_client_port_explains() {
+    let server = TestServer::start("");
+    let output = run_tree(&["--health", &server.address], &[]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("did not answer HTTP"), "{stderr}");
+    assert!(stderr.contains("health_listen_address"), "{stderr}");
+}
+
 #[tokio::test]
 async fn liminal_tree_prints_restart_counts() {
     let server = TestServer::start("");

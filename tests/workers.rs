@@ -378,6 +378,24 @@ fn respond_exec_failure_fails_conversation() {
 }
 
 #[test]
+fn respond_exec_oversized_reply_fails_only_its_conversation() {
+    let server = TestServer::start("[limits]\nmax_frame_bytes = 4096\n");
+    let mut worker = spawn_respond(&server, &["chatty", "--exec", "head -c 10000 /dev/zero"]);
+    wait_for_registrations(&server, "chatty", 1);
+    let output = liminal_request(&server, &["chatty", "hello", "--timeout", "5000"]);
+    assert!(!output.status.success(), "an oversized reply must fail the conversation");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("10000 bytes is more than"), "{stderr}");
+
+    // The worker is still connected and serves the next conversation.
+    assert!(worker.try_wait().unwrap().is_none(), "the worker exited");
+    let output = liminal_request(&server, &["chatty", "again", "--timeout", "5000"]);
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("10000 bytes is more than"));
+}
+
+#[test]
 fn respond_requires_a_mode() {
     let output = Command::new(cli_binary())
         .args(["respond", "subject"])

@@ -75,23 +75,37 @@ async fn serve_conversation(
     command: Option<String>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
 ) {
+    // Room for the reply frame's own fields, with margin.
+    let max_reply = (client.max_frame_bytes() as usize).saturating_sub(256);
     while let Some((message_id, payload)) = jobs.recv().await {
-        let reply = match &command {
-            None => payload,
-            Some(command) => match run_command(command, &payload).await {
-                Ok(output) => output,
-                Err(error) => {
-                    // The requester learns of the failure at once instead of
-                    // getting an empty or partial reply.
-                    eprintln!("conversation {conversation_id}, message {message_id}: {error:#}");
-                    let frame = liminal_protocol::Frame::WorkerFail {
-                        conversation_id,
-                        reason: format!("{error:#}"),
-                    };
-                    let _ = client.send(frame);
-                    return;
-                }
-            },
+        let output = match &command {
+            None => Ok(payload),
+            Some(command) => run_command(command, &payload).await,
+        };
+        // A reply over the frame limit would make the server close this
+        // worker's connection, failing every conversation it serves.
+        let output = output.and_then(|reply| {
+            if reply.len() > max_reply {
+                anyhow::bail!(
+                    "the reply of {} bytes is more than the {max_reply} bytes a reply may have on this server (limits.max_frame_bytes)",
+                    reply.len()
+                );
+            }
+            Ok(reply)
+        });
+        let reply = match output {
+            Ok(reply) => reply,
+            Err(error) => {
+                // The requester learns of the failure at once instead of
+                // getting an empty or partial reply.
+                eprintln!("conversation {conversation_id}, message {message_id}: {error:#}");
+                let frame = liminal_protocol::Frame::WorkerFail {
+                    conversation_id,
+                    reason: format!("{error:#}"),
+                };
+                let _ = client.send(frame);
+                return;
+            }
         };
         let frame = liminal_protocol::Frame::WorkerReply {
             conversation_id,
