@@ -67,26 +67,45 @@ pub const OVERRIDES: &[(&str, &[&str], Kind)] = &[
 /// Variables with the `LIMINAL_` prefix that belong to the CLI, not the server.
 const CLIENT_VARIABLES: &[&str] = &["LIMINAL_SERVER", "LIMINAL_TOKEN", "LIMINAL_HEALTH"];
 
-/// Applies overrides from `lookup` (the process environment in production)
-/// to `table`. Returns the names of `LIMINAL_*` variables that match no
-/// override, so the caller can warn about likely typos.
+/// What applying the environment did to the configuration.
+#[derive(Debug, Default)]
+pub struct AppliedOverrides {
+    /// `LIMINAL_*` variables that match no override, probably typos.
+    pub unknown: Vec<String>,
+    /// Each applied variable with the dotted key it set, for error messages.
+    pub applied: Vec<(String, String)>,
+}
+
+impl AppliedOverrides {
+    /// Returns the variable that set `key`, if one did.
+    pub fn variable_for(&self, key: &str) -> Option<&str> {
+        self.applied
+            .iter()
+            .find(|(_, applied_key)| applied_key == key)
+            .map(|(variable, _)| variable.as_str())
+    }
+}
+
+/// Applies overrides from `variables` (the process environment in
+/// production) to `table`.
 pub fn apply_overrides(
     table: &mut Table,
     variables: impl IntoIterator<Item = (String, String)>,
-) -> Result<Vec<String>, ConfigError> {
-    let mut unknown = Vec::new();
+) -> Result<AppliedOverrides, ConfigError> {
+    let mut overrides = AppliedOverrides::default();
     for (name, raw) in variables {
         if !name.starts_with("LIMINAL_") || CLIENT_VARIABLES.contains(&name.as_str()) {
             continue;
         }
         let Some((_, path, kind)) = OVERRIDES.iter().find(|(known, ..)| *known == name) else {
-            unknown.push(name);
+            overrides.unknown.push(name);
             continue;
         };
         let value = parse(&name, &raw, *kind)?;
         set_path(table, path, value);
+        overrides.applied.push((name, path.join(".")));
     }
-    Ok(unknown)
+    Ok(overrides)
 }
 
 fn parse(name: &str, raw: &str, kind: Kind) -> Result<Value, ConfigError> {
@@ -107,7 +126,7 @@ fn parse(name: &str, raw: &str, kind: Kind) -> Result<Value, ConfigError> {
         Kind::Boolean => match raw.trim() {
             "true" | "1" => Ok(Value::Boolean(true)),
             "false" | "0" => Ok(Value::Boolean(false)),
-            _ => Err(invalid("true or false")),
+            _ => Err(invalid("true or false (or 1 or 0)")),
         },
     }
 }

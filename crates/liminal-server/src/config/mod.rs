@@ -103,7 +103,7 @@ impl Settings {
             message,
         };
         let mut table: toml::Table = toml::from_str(&text).map_err(|error| parse_error(error.to_string()))?;
-        let unknown_variables = env::apply_overrides(&mut table, variables)?;
+        let overrides = env::apply_overrides(&mut table, variables)?;
         // serde_path_to_error names the key of a value with the wrong type,
         // which the TOML error alone does not once the table is parsed.
         let file: ConfigFile = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|error| {
@@ -115,14 +115,15 @@ impl Settings {
                 parse_error(format!("config key `{key}`: {message}"))
             }
         })?;
-        let server = server_settings(&file)?;
-        let broker = broker_config(&file, &base_dir)?;
+        let name_variable = |error| name_override_variable(error, &overrides);
+        let server = server_settings(&file).map_err(name_variable)?;
+        let broker = broker_config(&file, &base_dir).map_err(name_variable)?;
         Ok(Settings {
             origin,
             file,
             server,
             broker,
-            unknown_variables,
+            unknown_variables: overrides.unknown,
         })
     }
 
@@ -141,6 +142,21 @@ impl Settings {
                 .get_or_insert_with(|| humantime::format_duration(liminal_broker::config::DEFAULT_DEDUP_WINDOW).to_string());
         }
         toml::to_string_pretty(&file).unwrap_or_else(|error| format!("# failed to render config: {error}\n"))
+    }
+}
+
+/// Adds the environment variable that set an invalid key to its error, so
+/// the message points at the variable and not at a file without that key.
+fn name_override_variable(error: ConfigError, overrides: &env::AppliedOverrides) -> ConfigError {
+    match error {
+        ConfigError::InvalidValue { key, value, reason } => {
+            let reason = match overrides.variable_for(&key) {
+                Some(variable) => format!("{reason} (the value comes from the environment variable {variable})"),
+                None => reason,
+            };
+            ConfigError::InvalidValue { key, value, reason }
+        }
+        other => other,
     }
 }
 

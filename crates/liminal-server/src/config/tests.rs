@@ -145,3 +145,14 @@ fn redacted_toml_shows_defaults_and_reloads() {
     let reloaded = load(&rendered, &[]).unwrap();
     assert_eq!(reloaded.redacted_toml(), rendered, "the rendered configuration loads as it is");
 }
+
+#[test]
+fn invalid_override_value_names_variable() {
+    let error = load(MINIMAL, &[("LIMINAL_AUTH_TOKEN", "")]).unwrap_err().to_string();
+    assert!(error.contains("auth.token"), "{error}");
+    assert!(error.contains("LIMINAL_AUTH_TOKEN"), "{error}");
+
+    let error = load(&format!("{MINIMAL}[auth]\ntoken = \"\"\n"), &[]).unwrap_err().to_string();
+    assert!(!error.contains("LIMINAL_"), "a value from the file is not blamed on a variable: {error}");
+}
+
