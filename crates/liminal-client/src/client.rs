@@ -448,7 +448,7 @@ async fn read_loop(mut reader: FramedRead<tokio::net::tcp::OwnedReadHalf, FrameC
         match reader.next().await {
             Some(Ok(frame)) => route(&shared, frame),
             // A server past its drain deadline closes sockets with frames
-            // still in flight, which the codec sees as a truncated frame.
+            // still in flight, which the codec reports as a truncated frame.
             Some(Err(error)) if shared.routes().draining => {
                 break ClientError::Closed(format!(
                     "the server closed the connection at the end of its graceful drain ({error}); reconnect when it is back"

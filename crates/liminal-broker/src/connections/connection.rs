@@ -550,8 +550,8 @@ pub(crate) fn request_id_of(frame: &Frame) -> Option<u64> {
     }
 }
 
-/// Longest wait for in-flight publishes to be answered before a connection
-/// whose reader stopped closes anyway.
+/// Longest wait for in-flight publishes to get their replies before a
+/// connection whose reader stopped closes anyway.
 const CLOSE_INFLIGHT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl ConnectionState {

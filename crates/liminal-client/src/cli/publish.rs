@@ -90,7 +90,7 @@ pub async fn run(client: &Client, args: &PubArgs) -> anyhow::Result<()> {
 /// the server's frame limit minus this are rejected before they are sent.
 const FRAME_OVERHEAD_BYTES: usize = 256;
 
-/// What happened to the lines of stdin.
+/// Counts of stdin lines by outcome.
 #[derive(Debug, Default)]
 struct StdinOutcome {
     lines: u64,
@@ -167,7 +167,7 @@ async fn publish_stdin(client: &Client, channel: &str, headers: Option<Headers>,
 fn settle_line(client: &Client, number: u64, result: Result<PublishAck, ClientError>, json: bool, outcome: &mut StdinOutcome) {
     match result {
         Ok(ack) => print_ack(&ack, json),
-        // While the connection is open, an error answers this line alone.
+        // While the connection is open, an error concerns this line alone.
         Err(error @ ClientError::Server { .. }) if client.closed_reason().is_none() => {
             eprintln!("liminal: line {number}: {error}");
             outcome.rejected += 1;

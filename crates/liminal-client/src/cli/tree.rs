@@ -67,7 +67,7 @@ async fn get(address: &str, path: &str) -> anyhow::Result<Bytes> {
         let request = Request::get(path)
             .header(hyper::header::HOST, address)
             .body(Empty::<Bytes>::new())?;
-        // A server that answers with something other than HTTP is most likely
+        // A server that replies with something other than HTTP is most likely
         // the broker's client port, which speaks the binary protocol.
         let response = sender.send_request(request).await.with_context(|| {
             format!("{address} did not answer HTTP; is --health the server's health_listen_address and not its listen_address?")

@@ -67,7 +67,7 @@ pub const OVERRIDES: &[(&str, &[&str], Kind)] = &[
 /// Variables with the `LIMINAL_` prefix that belong to the CLI, not the server.
 const CLIENT_VARIABLES: &[&str] = &["LIMINAL_SERVER", "LIMINAL_TOKEN", "LIMINAL_HEALTH"];
 
-/// What applying the environment did to the configuration.
+/// Outcome of applying the environment to the configuration.
 #[derive(Debug, Default)]
 pub struct AppliedOverrides {
     /// `LIMINAL_*` variables that match no override, probably typos.

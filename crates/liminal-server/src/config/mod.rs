@@ -298,7 +298,7 @@ fn channel_config(
         Some(relative) => {
             let path = base_dir.join(relative);
             // A payload is never larger than the frame that carries it, so the frame limit is
-            // the payload limit too; the schema crate's own default would cap it at 1 MiB.
+            // the payload limit too. The schema crate's own default would cap it at 1 MiB.
             let limits = SchemaLimits {
                 max_payload_bytes: usize::try_from(max_frame_bytes).unwrap_or(usize::MAX),
                 ..SchemaLimits::default()
