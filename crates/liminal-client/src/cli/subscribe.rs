@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use liminal_protocol::StartPosition;
 
-use crate::{Client, SubscribeOptions, SubscriptionEvent};
+use crate::{Client, Message, SubscribeOptions, SubscriptionEvent};
 
 #[derive(Debug, Args)]
 pub struct SubArgs {
@@ -22,8 +22,8 @@ pub struct SubArgs {
     /// acknowledge each message after printing it.
     #[arg(long, value_name = "NAME")]
     pub consumer: Option<String>,
-    /// Print one JSON object per message instead of the payload: `message_id`, and `payload` for
-    /// UTF-8 payloads or `payload_base64` for any other bytes.
+    /// Print one JSON object per message instead of the payload: `message_id`, `payload` for
+    /// UTF-8 payloads or `payload_base64` for any other bytes, and `headers` when it has any.
     #[arg(long)]
     pub json: bool,
 }
@@ -68,7 +68,7 @@ pub async fn run(client: &Client, args: &SubArgs) -> anyhow::Result<()> {
             SubscriptionEvent::Message(message) => {
                 let mut out = stdout.lock();
                 if args.json {
-                    writeln!(out, "{}", json_line(message.message_id, &message.payload))?;
+                    writeln!(out, "{}", json_line(&message))?;
                 } else {
                     out.write_all(&message.payload)?;
                     out.write_all(b"\n")?;
@@ -95,29 +95,51 @@ pub async fn run(client: &Client, args: &SubArgs) -> anyhow::Result<()> {
 
 /// Formats one message for `--json`. A payload that is not UTF-8 is sent as
 /// base64, so binary messages survive the round trip through JSON intact.
-fn json_line(message_id: u64, payload: &[u8]) -> serde_json::Value {
-    match std::str::from_utf8(payload) {
-        Ok(text) => serde_json::json!({ "message_id": message_id, "payload": text }),
+fn json_line(message: &Message) -> serde_json::Value {
+    let mut object = match std::str::from_utf8(&message.payload) {
+        Ok(text) => serde_json::json!({ "message_id": message.message_id, "payload": text }),
         Err(_) => {
             use base64::Engine;
-            let encoded = base64::engine::general_purpose::STANDARD.encode(payload);
-            serde_json::json!({ "message_id": message_id, "payload_base64": encoded })
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&message.payload);
+            serde_json::json!({ "message_id": message.message_id, "payload_base64": encoded })
         }
+    };
+    if let Some(headers) = &message.headers {
+        object["headers"] = serde_json::json!(headers);
     }
+    object
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use liminal_protocol::Headers;
+
+    fn message(message_id: u64, payload: &[u8], headers: Option<Headers>) -> Message {
+        Message {
+            message_id,
+            payload: bytes::Bytes::copy_from_slice(payload),
+            headers,
+        }
+    }
 
     #[test]
     fn json_line_keeps_text_and_binary() {
-        let text = json_line(3, "héllo".as_bytes());
+        let text = json_line(&message(3, "héllo".as_bytes(), None));
         assert_eq!(text["message_id"], 3);
         assert_eq!(text["payload"], "héllo");
+        assert!(text.get("headers").is_none());
 
-        let binary = json_line(4, &[0xff, 0x00, 0x80]);
+        let binary = json_line(&message(4, &[0xff, 0x00, 0x80], None));
         assert_eq!(binary["payload_base64"], "/wCA");
         assert!(binary.get("payload").is_none());
+    }
+
+    #[test]
+    fn json_line_shows_headers() {
+        let mut headers = Headers::new();
+        headers.insert("trace".to_owned(), "abc".to_owned());
+        let line = json_line(&message(5, b"x", Some(headers)));
+        assert_eq!(line["headers"]["trace"], "abc");
     }
 }
