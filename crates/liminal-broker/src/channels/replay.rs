@@ -83,9 +83,11 @@ pub(crate) async fn replay(job: ReplayJob) {
             if *cancelled || job.outbox.push_replay(frames).is_none() {
                 return;
             }
+            // Under the lock, so a re-attach after a crash (which cancels under
+            // it) never reads a resume offset older than what was queued.
+            job.resume_offset.fetch_max(last.min(job.ceiling) + 1, Ordering::Relaxed);
         }
         next = last.min(job.ceiling) + 1;
-        job.resume_offset.fetch_max(next, Ordering::Relaxed);
     }
     let _ = job.actor.send_message(ChannelMsg::ReplayDone {
         key: job.key,
