@@ -230,3 +230,14 @@ fn missing_config_error_said_once() {
     assert!(stderr.contains("/nonexistent/liminal.toml"), "{stderr}");
     assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
 }
+
+#[test]
+fn cli_server_without_port_explained() {
+    let output = Command::new(cli_binary())
+        .args(["--server", "127.0.0.1", "pub", "demo", "x"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("expected HOST:PORT"), "{stderr}");
+}

@@ -479,6 +479,19 @@ fn check_config_warns_about_misspelled_variable() {
 }
 
 #[test]
+fn check_config_without_path_checks_embedded_default() {
+    let output = Command::new(env!("CARGO_BIN_EXE_liminal-server"))
+        .arg("--check-config")
+        .env("LIMINAL_LIMITS_MAX_CONNECTIONS", "7")
+        .output()
+        .expect("run liminal-server --check-config");
+    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("listen_address = \"127.0.0.1:7400\""), "{stdout}");
+    assert!(stdout.contains("max_connections = 7"), "{stdout}");
+}
+
+#[test]
 fn check_config_rejects_zero_limit() {
     let text = format!("{}\n[limits]\nmax_connections = 0\n", common::BASE_CONFIG);
     let output = check_config(&text);

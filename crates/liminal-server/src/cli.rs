@@ -18,10 +18,11 @@ pub struct Args {
     /// Configuration file (TOML). Without it the embedded default is used.
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// Validate the configuration file (and LIMINAL_* overrides), print the
-    /// effective configuration with secrets redacted, and exit.
-    #[arg(long, value_name = "PATH")]
-    pub check_config: Option<PathBuf>,
+    /// Validate the configuration (and LIMINAL_* overrides), print the
+    /// effective configuration with secrets redacted, and exit. Without PATH
+    /// it checks the --config file, or the embedded default.
+    #[arg(long, value_name = "PATH", num_args = 0..=1)]
+    pub check_config: Option<Option<PathBuf>>,
     /// Log line format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -31,7 +32,7 @@ pub struct Args {
 /// failures and for a broker that stopped on its own.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(path) = &args.check_config {
-        let settings = Settings::load(Some(path))?;
+        let settings = Settings::load(path.as_deref().or(args.config.as_deref()))?;
         // Warnings go to stderr so stdout stays a valid config file.
         for variable in &settings.unknown_variables {
             eprintln!("warning: {variable} matches no setting and is ignored (docs/operations.md lists every override)");

@@ -56,6 +56,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn connect(args: &Args) -> anyhow::Result<Client> {
+    if !args.server.contains(':') {
+        anyhow::bail!(
+            "invalid --server {:?}: expected HOST:PORT, for example 127.0.0.1:7400",
+            args.server
+        );
+    }
     let options = ClientOptions {
         name: "liminal-cli".to_owned(),
         token: args.token.clone(),
