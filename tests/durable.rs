@@ -181,6 +181,42 @@ async fn consumer_resubscribes_after_fresh_ack() {
     }
 }
 
+/// Each round acks one message and disconnects at once, as `liminal sub
+/// --consumer NAME --count 1` does, while another client keeps the channel's
+/// mailbox full. The ack waits in that mailbox when the connection ends, and
+/// the channel must still apply it before dropping the subscription, or the
+/// next round starts one message early.
+#[tokio::test]
+async fn consumer_ack_survives_disconnect() {
+    const ROUNDS: u64 = 10;
+    const FLOOD: usize = 3_000;
+    let server = TestServer::start(DURABLE);
+    let publisher = server.client().await;
+    publish_many(&publisher, "events", ROUNDS as u32, "d").await;
+
+    let consumer = StartPosition::Consumer("hopper".into());
+    for expected in 1..=ROUNDS {
+        let client = server.client().await;
+        let mut subscription = subscribe_from(&client, "events", consumer.clone()).await;
+        assert_eq!(subscription.start_offset, Some(expected), "the ack of {} was lost", expected - 1);
+        let (offset, _) = read_messages(&mut subscription, 1).await[0].clone();
+
+        let flood: Vec<_> = (0..FLOOD)
+            .map(|_| {
+                let request = PublishRequest { channel: "events".into(), payload: "f".into(), ..PublishRequest::default() };
+                publisher.publish_pipelined(request).unwrap()
+            })
+            .collect();
+        client.ack(subscription.subscription_id, offset).unwrap();
+        client.ping().await.unwrap();
+        drop(subscription);
+        drop(client);
+        for ack in flood {
+            ack.await.unwrap();
+        }
+    }
+}
+
 #[tokio::test]
 async fn replay_joins_live_without_gap_or_duplicate() {
     let server = TestServer::start(DURABLE);

@@ -211,6 +211,7 @@ impl Actor for ChannelActor {
                 offset,
             } => state.ack(&myself, (connection_id, subscription_id), offset),
             ChannelMsg::CursorStored { consumer, offset } => state.cursor_stored(&consumer, offset),
+            ChannelMsg::ConnectionGone { connection_id } => state.remove_connection(connection_id),
             ChannelMsg::ReplayDone {
                 key,
                 generation,
@@ -238,7 +239,11 @@ impl Actor for ChannelActor {
         if let SupervisionEvent::ActorTerminated(cell, ..) | SupervisionEvent::ActorFailed(cell, _) = event {
             if let Some(connection_id) = state.monitored.remove(&cell.get_id()) {
                 myself.unmonitor(cell);
-                state.remove_connection(connection_id);
+                // ractor 0.16 hands supervision events to an actor ahead of its
+                // queued messages (`ActorCell::listen_in_priority`), so the
+                // connection's last acks may still be in the mailbox. Removing
+                // its subscriptions through the mailbox handles those first.
+                let _ = myself.send_message(ChannelMsg::ConnectionGone { connection_id });
             }
         }
         Ok(())

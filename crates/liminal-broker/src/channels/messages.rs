@@ -138,6 +138,8 @@ pub enum ChannelMsg {
     },
     /// The store wrote `offset` as the cursor of named consumer `consumer`.
     CursorStored { consumer: String, offset: u64 },
+    /// A connection this channel monitored stopped; its subscriptions end.
+    ConnectionGone { connection_id: u64 },
     /// Periodic maintenance: receipt expiry and retention.
     Tick,
     /// Fault injection: the channel actor panics on receipt.
