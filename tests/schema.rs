@@ -328,3 +328,20 @@ fn cli_pub_stdin_reports_rejected_line() {
     let acks = String::from_utf8_lossy(&output.stdout);
     assert_eq!(acks.lines().count(), 3, "{acks}");
 }
+
+#[test]
+fn missing_schema_error_shows_resolved_path() {
+    let directory = tempfile::tempdir().unwrap();
+    let config = format!("{}\n[[channels]]\nname = \"orders\"\nschema = \"gone.json\"\n", common::BASE_CONFIG);
+    std::fs::write(directory.path().join("liminal.toml"), config).unwrap();
+    // A relative --config path: the error still names the absolute file.
+    let output = Command::new(env!("CARGO_BIN_EXE_liminal-server"))
+        .args(["--config", "liminal.toml"])
+        .current_dir(directory.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = directory.path().join("gone.json");
+    assert!(stderr.contains(&expected.display().to_string()), "{stderr}");
+}

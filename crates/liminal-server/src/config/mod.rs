@@ -296,7 +296,10 @@ fn channel_config(
     }
     let schema = match &channel.schema {
         Some(relative) => {
+            // Absolute, so errors and logs name the file that was looked for
+            // even when the config file was given by a relative path.
             let path = base_dir.join(relative);
+            let path = std::path::absolute(&path).unwrap_or(path);
             // A payload is never larger than the frame that carries it, so the frame limit is
             // the payload limit too. The schema crate's own default would cap it at 1 MiB.
             let limits = SchemaLimits {
