@@ -550,7 +550,7 @@ pub(crate) fn request_id_of(frame: &Frame) -> Option<u64> {
     }
 }
 
-/// Longest wait for in-flight publishes to get their replies before a
+/// Maximum wait for in-flight publishes to get their replies before a
 /// connection whose reader stopped closes anyway.
 const CLOSE_INFLIGHT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 

@@ -216,8 +216,8 @@ impl ConnectionState {
         self.watch(myself, &actor, channel);
         for subscription_id in affected {
             let subscription = &self.subscriptions[&subscription_id];
-            // A request the crashed channel never answered is sent again with
-            // its id, so the client still gets its `Subscribed` or `Error`.
+            // A request the crashed channel never replied to is sent again
+            // with its id, so the client still gets its `Subscribed` or `Error`.
             let unanswered = !subscription.answered.load(Ordering::Acquire);
             let request = SubscribeRequest {
                 request_id: unanswered.then_some(subscription.request_id),
